@@ -1,0 +1,198 @@
+"""The `driftgate` command line: the registry, and serving the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from gateway.settings import Settings, load_settings, settings_environ
+from registry import Manifest, ModelRegistry, RegistryError
+from registry.manifest import encode_manifest
+
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `driftgate` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(home=getattr(args, "home", None))
+        result: int = args.command(args, settings)
+    except (RegistryError, ValueError, OSError) as exc:
+        print(f"driftgate: error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument(
+        "--home", type=Path, default=argparse.SUPPRESS,
+        help="data directory (default: $DRIFTGATE_HOME or ./.driftgate)",
+    )  # fmt: skip
+    parser = argparse.ArgumentParser(prog="driftgate", parents=[home], description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[home], help="run the gateway")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--demo", action="store_true", help="register the demo model first if the registry is empty"
+    )
+    serve.set_defaults(command=_serve)
+
+    models = commands.add_parser("models", help="the model registry").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    register = models.add_parser("register", parents=[home], help="register a new version")
+    register.add_argument("name", help="model name")
+    register.add_argument("model", type=Path, help="the ONNX file")
+    register.add_argument(
+        "--reference", type=Path, required=True, help="training data (.parquet or .csv)"
+    )
+    register.add_argument("--target", help="the label column of the reference data, if any")
+    register.add_argument("--description", default="", help="what this version is")
+    register.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag")
+    register.add_argument("--metric", action="append", default=[], metavar="K=V", help="a metric")
+    register.add_argument("--owner", default="", help="team or person answerable for it")
+    register.set_defaults(command=_register)
+
+    listing = models.add_parser("list", parents=[home], help="list models and versions")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(command=_list)
+
+    show = models.add_parser("show", parents=[home], help="show a version's manifest")
+    show.add_argument("name")
+    show.add_argument("version", nargs="?", help="version (default: the latest)")
+    show.add_argument("--json", action="store_true", help="the full manifest as JSON")
+    show.set_defaults(command=_show)
+
+    demo = models.add_parser(
+        "init-demo", parents=[home], help="register the demo model if the registry is empty"
+    )
+    demo.set_defaults(command=_init_demo)
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    settings = msgspec.structs.replace(
+        settings,
+        **{key: value for key in ("host", "port", "workers")
+           if (value := getattr(args, key)) is not None},
+    )  # fmt: skip
+    if args.demo:
+        _init_demo(args, settings)
+    # Workers are separate processes: they read the same settings from the environment.
+    os.environ.update(settings_environ(settings))
+    uvicorn.run(
+        "gateway.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def _register(args: argparse.Namespace, settings: Settings) -> int:
+    manifest = ModelRegistry(settings.registry_path).register(
+        args.name,
+        args.model,
+        args.reference,
+        target=args.target,
+        description=args.description,
+        tags=_pairs(args.tag, "--tag", str),
+        metrics=_pairs(args.metric, "--metric", float),
+        owner=args.owner,
+    )
+    print(f"registered {manifest.name} version {manifest.version} (sha256 {manifest.sha256})")
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    registry = ModelRegistry(settings.registry_path)
+    latest = [registry.manifest(name) for name in registry.models()]
+    if args.json:
+        rows = [{"name": m.name, "versions": registry.versions(m.name), "latest": m.version}
+                for m in latest]  # fmt: skip
+        print(msgspec.json.encode(rows).decode())
+        return 0
+    _table(
+        ["MODEL", "VERSIONS", "LATEST", "OWNER", "CREATED"],
+        [[m.name, str(len(registry.versions(m.name))), str(m.version), m.owner,
+          m.created_at.isoformat(timespec="seconds")] for m in latest],
+    )  # fmt: skip
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    manifest = ModelRegistry(settings.registry_path).manifest(args.name, args.version)
+    if args.json:
+        print(encode_manifest(manifest).decode())
+        return 0
+    _describe(manifest)
+    return 0
+
+
+def _init_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.demo import ensure_demo_model
+
+    manifest = ensure_demo_model(ModelRegistry(settings.registry_path), settings.home / "demo")
+    if manifest is not None:
+        print(f"registered {manifest.name} version {manifest.version} (the demo model)")
+    return 0
+
+
+def _describe(manifest: Manifest) -> None:
+    fields = [
+        ("model", f"{manifest.name} version {manifest.version}"),
+        ("sha256", manifest.sha256),
+        ("size", f"{manifest.size_bytes} bytes"),
+        ("created", f"{manifest.created_at.isoformat(timespec='seconds')} by "
+                    f"{manifest.created_by}"),
+        ("owner", manifest.owner or "-"),
+        ("description", manifest.description or "-"),
+        ("tags", ", ".join(f"{k}={v}" for k, v in manifest.tags.items()) or "-"),
+        ("metrics", ", ".join(f"{k}={v:g}" for k, v in manifest.metrics.items()) or "-"),
+        ("training data", f"{manifest.training_data.filename}, {manifest.training_data.rows} "
+                          f"rows, sha256 {manifest.training_data.sha256[:16]}"),
+        ("features", f"{len(manifest.features.names)} ({manifest.features.layout})"),
+    ]  # fmt: skip
+    for spec in manifest.signature.inputs:
+        fields.append(("input", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
+    for spec in manifest.signature.outputs:
+        fields.append(("output", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
+    _table(["FIELD", "VALUE"], [list(row) for row in fields])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _pairs(items: list[str], flag: str, convert: Callable[[str], T]) -> dict[str, T]:
+    pairs: dict[str, T] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            pairs[key] = convert(value)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {item!r}: {exc}") from exc
+    return pairs

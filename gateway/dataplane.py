@@ -1,0 +1,106 @@
+"""The transport-agnostic core: metadata, readiness and inference, knowing nothing of HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+
+import msgspec
+
+from gateway.errors import NotFoundError
+from gateway.protocol import MetadataTensor, ModelMetadata, ServerMetadata
+from gateway.repository import LoadedVersion, ModelRepository
+from gateway.routing import Router
+from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
+from registry import InvalidNameError, TensorSpec, parse_version
+
+PLATFORM = "onnx_onnxv1"
+EXTENSIONS = ["binary_tensor_data"]
+
+
+class InferenceResult(msgspec.Struct, frozen=True):
+    """An encoded response and what the transport needs to frame it."""
+
+    body: bytes
+    header_length: int | None  # set when the body carries binary output tensors
+    model_version: int
+    role: str
+
+
+class DataPlane:
+    """Answers the Open Inference Protocol's calls over the loaded models."""
+
+    def __init__(self, repository: ModelRepository, router: Router) -> None:
+        self.repository = repository
+        self.router = router
+
+    def server_metadata(self) -> ServerMetadata:
+        """Name, version and extensions of this server."""
+        return ServerMetadata(name="driftgate", version=_driftgate_version(), extensions=EXTENSIONS)
+
+    async def load_stable_versions(self) -> None:
+        """Load every registered model's stable version, so no request meets a cold one."""
+        names = await asyncio.to_thread(self.repository.registry.models)
+        for name in names:
+            await self.resolve(name, None)
+
+    async def resolve(self, name: str, version: str | None) -> tuple[LoadedVersion, str]:
+        """The loaded version that answers for `name` (and the role it serves in)."""
+        if version is None:
+            route = await self.router.route(name)
+            return await self.repository.get(name, route.version), route.role
+        try:
+            number = parse_version(version)
+        except InvalidNameError as exc:
+            raise NotFoundError(str(exc)) from exc
+        await self.router.route(name)  # unknown model names fail the same way with a version
+        return await self.repository.get(name, number), "explicit"
+
+    async def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
+        """Signature and versions of a model (of one version when given)."""
+        loaded, _ = await self.resolve(name, version)
+        signature = loaded.manifest.signature
+        versions = await asyncio.to_thread(self.repository.registry.versions, name)
+        return ModelMetadata(
+            name=name,
+            versions=[str(number) for number in versions],
+            platform=PLATFORM,
+            inputs=[_tensor(spec) for spec in signature.inputs],
+            outputs=[_tensor(spec) for spec in signature.outputs],
+        )
+
+    async def infer(
+        self, name: str, version: str | None, body: bytes, header_length: int | None
+    ) -> InferenceResult:
+        """Decode, validate, run and encode one inference request."""
+        loaded, role = await self.resolve(name, version)
+        manifest = loaded.manifest
+        request, binary = decode_request(body, header_length)
+        arrays = input_arrays(request, binary, manifest.signature)
+        wanted = requested_outputs(request, manifest.signature)
+        results = await loaded.runtime.predict(arrays, [output for output, _ in wanted])
+        specs = {spec.name: spec for spec in manifest.signature.outputs}
+        encoded, json_length = encode_response(
+            model_name=name,
+            model_version=manifest.version,
+            request_id=request.id,
+            outputs=[
+                (specs[output], result, as_binary)
+                for (output, as_binary), result in zip(wanted, results, strict=True)
+            ],
+        )
+        return InferenceResult(
+            body=encoded, header_length=json_length, model_version=manifest.version, role=role
+        )
+
+
+def _tensor(spec: TensorSpec) -> MetadataTensor:
+    return MetadataTensor(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+
+
+def _driftgate_version() -> str:
+    try:
+        return package_version("driftgate")
+    except PackageNotFoundError:
+        return "0.0.0"

@@ -1,0 +1,116 @@
+"""Open Inference Protocol REST routes: thin handlers over the DataPlane."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_200_OK
+
+from gateway.content import decode_body, parse_header_length
+from gateway.dataplane import DataPlane
+from gateway.protocol import (
+    ErrorResponse,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerLive,
+    ServerMetadata,
+    ServerReady,
+)
+from gateway.settings import Settings
+
+HEADER_LENGTH = "inference-header-content-length"
+_ERRORS = {
+    status: ResponseSpec(data_container=ErrorResponse, description=description)
+    for status, description in [
+        (400, "Malformed request, or tensors that do not match the model's signature"),
+        (404, "Unknown model or version"),
+        (413, "Body over the configured size limit"),
+        (500, "The model failed on valid input"),
+        (503, "The version cannot be served (integrity check failed)"),
+    ]
+}
+_INFER_DESCRIPTION = (
+    "Body: an Open Inference Protocol inference request (JSON), optionally followed by "
+    "binary tensor data (Triton's extension) whose JSON header length is given in the "
+    "`Inference-Header-Content-Length` header. `gzip` and `deflate` bodies are accepted."
+)
+
+
+@get("/health/live", summary="Server liveness", tags=["health"])
+async def server_live() -> ServerLive:
+    """The process is up and answering."""
+    return ServerLive(live=True)
+
+
+@get("/health/ready", summary="Server readiness", tags=["health"])
+async def server_ready() -> ServerReady:
+    """The server has loaded its stable versions (startup finishes before it listens)."""
+    return ServerReady(ready=True)
+
+
+@get("/", summary="Server metadata", tags=["metadata"])
+async def server_metadata(dataplane: DataPlane) -> ServerMetadata:
+    """Name, version and protocol extensions of the server."""
+    return dataplane.server_metadata()
+
+
+@get(
+    ["/models/{name:str}", "/models/{name:str}/versions/{version:str}"],
+    summary="Model metadata",
+    tags=["metadata"],
+    responses=_ERRORS,
+)
+async def model_metadata(dataplane: DataPlane, name: str, version: str | None) -> ModelMetadata:
+    """Inputs, outputs and versions of a model."""
+    return await dataplane.model_metadata(name, version)
+
+
+@get(
+    ["/models/{name:str}/ready", "/models/{name:str}/versions/{version:str}/ready"],
+    summary="Model readiness",
+    tags=["health"],
+    responses=_ERRORS,
+)
+async def model_ready(dataplane: DataPlane, name: str, version: str | None) -> Response[ModelReady]:
+    """Whether the model (version) is loaded and can serve; loads it if needed."""
+    await dataplane.resolve(name, version)
+    return Response(ModelReady(name=name, ready=True), status_code=HTTP_200_OK)
+
+
+@post(
+    ["/models/{name:str}/infer", "/models/{name:str}/versions/{version:str}/infer"],
+    summary="Inference",
+    description=_INFER_DESCRIPTION,
+    tags=["inference"],
+    status_code=HTTP_200_OK,
+    responses={200: ResponseSpec(data_container=InferenceResponse), **_ERRORS},
+)
+async def infer(
+    request: Request[None, None, None],
+    dataplane: DataPlane,
+    settings: Settings,
+    name: str,
+    version: str | None,
+) -> Response[bytes]:
+    """Run the model on the request's tensors (version from the path, else routed)."""
+    body = decode_body(
+        await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes
+    )
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
+    result = await dataplane.infer(name, version, body, header_length)
+    headers = {"x-driftgate-version": str(result.model_version), "x-driftgate-role": result.role}
+    if result.header_length is None:
+        return Response(result.body, media_type="application/json", headers=headers)
+    headers[HEADER_LENGTH] = str(result.header_length)
+    return Response(result.body, media_type="application/octet-stream", headers=headers)
+
+
+def inference_router() -> Router:
+    """The `/v2` routes of the Open Inference Protocol."""
+    return Router(
+        path="/v2",
+        route_handlers=[server_live, server_ready, server_metadata, model_metadata, model_ready,
+                        infer],  # fmt: skip
+    )
+

@@ -1,0 +1,77 @@
+"""Gateway settings: typed, frozen, and read from the environment in exactly one place."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "DRIFTGATE_"
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the gateway can be configured with."""
+
+    home: Path = Path(".driftgate")
+    """Data directory: the registry (`models/`) and the control state."""
+    host: str = "127.0.0.1"
+    """Address `driftgate serve` binds."""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    """Port `driftgate serve` binds."""
+    workers: Positive = 1
+    """Server worker processes."""
+    max_request_bytes: Positive = 16 * 1024 * 1024
+    """Largest accepted request body, before and after decompression (413 beyond)."""
+    inference_threads: Positive = 2
+    """Threads that run ONNX Runtime sessions, off the event loop."""
+    intra_op_threads: Positive = 1
+    """ONNX Runtime threads inside one session run."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity of the server."""
+
+    @property
+    def registry_path(self) -> Path:
+        """Where model versions are stored."""
+        return self.home / "models"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from, in rising precedence: defaults, the TOML file named by
+    `DRIFTGATE_CONFIG`, `DRIFTGATE_*` variables, and `overrides` (not None ones).
+
+    Raises:
+        ValueError: an unknown key or a value of the wrong type, naming it.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if config := environ.get(f"{ENV_PREFIX}CONFIG"):
+        with open(config, "rb") as handle:
+            values.update(tomllib.load(handle))
+    fields = {field.name for field in msgspec.structs.fields(Settings)}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and (name := key[len(ENV_PREFIX) :].lower()) in fields:
+            values[name] = value
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid driftgate settings: {exc}") from exc
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind}")
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """`DRIFTGATE_*` variables that reproduce `settings` (to hand to worker processes)."""
+    data = msgspec.to_builtins(settings, enc_hook=str)
+    return {f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in data.items()}

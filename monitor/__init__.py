@@ -1,0 +1,3 @@
+"""After deploy: sampled features, drift statistics, metrics, rollout gates."""
+
+__all__: list[str] = []

@@ -1,0 +1,119 @@
+"""Reference profiles: the distributions drift is later measured against.
+
+Computed once at registration, over the training (or validation) data and over the model's
+own outputs on that data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import polars as pl
+
+from registry.manifest import (
+    CategoricalProfile,
+    FeatureProfile,
+    Features,
+    NumericProfile,
+    ReferenceProfile,
+    TensorSpec,
+)
+
+FINE_BINS = 100  # KS from 100 equal-mass bins is within ~1/100 of the exact statistic
+COARSE_BINS = 10  # PSI's customary deciles: enough mass per bin for small windows
+
+
+def build_profile(
+    frame: pl.DataFrame,
+    features: Features,
+    outputs: Mapping[str, np.ndarray],
+    output_specs: tuple[TensorSpec, ...],
+) -> ReferenceProfile:
+    """Profile every feature column of `frame` and every output the model produced on it."""
+    columns = frame.select(features.names)
+    return ReferenceProfile(
+        rows=frame.height,
+        features=tuple(profile_series(columns.get_column(name)) for name in features.names),
+        outputs=tuple(_profile_outputs(outputs, output_specs)),
+    )
+
+
+def profile_series(series: pl.Series) -> FeatureProfile:
+    """A numeric profile for numeric columns, value frequencies for anything else."""
+    if series.dtype.is_numeric():
+        return _numeric(series)
+    return _categorical(series)
+
+
+def output_names(spec: TensorSpec) -> list[str]:
+    """Names under which an output is profiled: one per column of a `[batch, C]` output."""
+    if len(spec.shape) == 2 and spec.shape[1] > 1:
+        return [f"{spec.name}[{index}]" for index in range(spec.shape[1])]
+    return [spec.name]
+
+
+def _profile_outputs(
+    outputs: Mapping[str, np.ndarray], specs: tuple[TensorSpec, ...]
+) -> Iterator[FeatureProfile]:
+    for spec in specs:
+        values = outputs[spec.name]
+        if values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1):
+            series = pl.Series(spec.name, values.reshape(-1))
+            # Integer, boolean and string outputs are class labels: profile their shares.
+            yield _numeric(series) if values.dtype.kind == "f" else _categorical(series)
+        elif values.ndim == 2:
+            for index in range(values.shape[1]):
+                yield _numeric(pl.Series(f"{spec.name}[{index}]", values[:, index]))
+        # Outputs of rank > 2 (images, sequences) have no per-row distribution to profile.
+
+
+def _numeric(series: pl.Series) -> NumericProfile:
+    total = series.len()
+    values = series.cast(pl.Float64).fill_nan(None).drop_nulls()
+    count = values.len()
+    if count == 0:
+        return NumericProfile(
+            name=series.name, count=0, missing_rate=1.0 if total else 0.0, mean=0.0, std=0.0,
+            min=0.0, max=0.0, fine_edges=(), fine_counts=(0,), coarse_edges=(), coarse_counts=(0,),
+        )  # fmt: skip
+    array = values.to_numpy()
+    fine_edges, fine_counts = _quantile_bins(array, FINE_BINS)
+    coarse_edges, coarse_counts = _quantile_bins(array, COARSE_BINS)
+    std = values.std(ddof=0)
+    return NumericProfile(
+        name=series.name,
+        count=count,
+        missing_rate=1.0 - count / total,
+        mean=float(values.mean()),  # type: ignore[arg-type]
+        std=float(std) if std is not None else 0.0,  # type: ignore[arg-type]
+        min=float(values.min()),  # type: ignore[arg-type]
+        max=float(values.max()),  # type: ignore[arg-type]
+        fine_edges=fine_edges,
+        fine_counts=fine_counts,
+        coarse_edges=coarse_edges,
+        coarse_counts=coarse_counts,
+    )
+
+
+def _quantile_bins(values: np.ndarray, bins: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Interior cut points at the reference quantiles, and the reference count per bin."""
+    levels = np.arange(1, bins) / bins
+    # Ties (discrete features) give repeated quantiles; repeated cut points are empty bins.
+    edges = np.unique(np.quantile(values, levels, method="linear"))
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
+    return tuple(float(edge) for edge in edges), tuple(int(count) for count in counts)
+
+
+def _categorical(series: pl.Series) -> CategoricalProfile:
+    total = series.len()
+    values = series.drop_nulls().cast(pl.String)
+    counts = values.value_counts(sort=True)
+    frequencies = dict(zip(counts.get_column(series.name).to_list(),
+                           counts.get_column("count").to_list(), strict=True))  # fmt: skip
+    return CategoricalProfile(
+        name=series.name,
+        count=values.len(),
+        missing_rate=(1.0 - values.len() / total) if total else 0.0,
+        frequencies=frequencies,
+    )

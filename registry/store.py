@@ -1,0 +1,222 @@
+"""The model registry: immutable, numbered, checksummed model versions on disk.
+
+Layout under the registry root::
+
+    <name>/<version>/model.onnx      the artifact, read-only
+    <name>/<version>/manifest.json   its Manifest, read-only
+
+A version directory is assembled under a temporary name and renamed into place, so a
+version either exists whole or not at all, and two concurrent registrations can never
+receive the same number (the second rename fails and takes the next one).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from registry.errors import (
+    IntegrityError,
+    InvalidReferenceError,
+    ModelNotFoundError,
+)
+from registry.features import bind_features, reference_inputs
+from registry.manifest import DataFingerprint, Manifest, decode_manifest, encode_manifest
+from registry.names import parse_version, validate_model_name
+from registry.profile import build_profile
+from registry.signature import open_session, read_signature
+
+ARTIFACT = "model.onnx"
+MANIFEST = "manifest.json"
+_RENAME_ATTEMPTS = 100
+
+
+class ModelRegistry:
+    """Registers and reads model versions under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def register(
+        self,
+        name: str,
+        model_path: Path,
+        reference_path: Path,
+        *,
+        target: str | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        owner: str = "",
+        actor: str | None = None,
+    ) -> Manifest:
+        """Register a new version of `name`; returns its manifest (with its new number).
+
+        The model is loaded and run over the reference data, so a model that cannot be
+        served, or data that does not fit it, is refused before anything is written.
+        """
+        validate_model_name(name)
+        model = Path(model_path).read_bytes()
+        reference = Path(reference_path)
+        frame = read_reference(reference)
+        session = open_session(model)
+        signature = read_signature(session)
+        features = bind_features(frame, signature, target)
+        try:
+            raw_outputs = session.run(None, reference_inputs(frame, signature, features))
+        except Exception as exc:  # ORT's own error types
+            raise InvalidReferenceError(f"the model fails on the reference data: {exc}") from exc
+        outputs = {spec.name: value for spec, value in zip(signature.outputs, raw_outputs,
+                                                           strict=True)}  # fmt: skip
+        fingerprint = DataFingerprint(
+            filename=reference.name,
+            sha256=_sha256_file(reference),
+            rows=frame.height,
+            schema={column: str(dtype) for column, dtype in frame.schema.items()},
+        )
+        profile = build_profile(frame, features, outputs, signature.outputs)
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+        try:
+            _write_readonly(staging / ARTIFACT, model)
+            for _ in range(_RENAME_ATTEMPTS):
+                latest = self.latest_version(name)
+                manifest = Manifest(
+                    name=name,
+                    version=latest + 1,
+                    sha256=hashlib.sha256(model).hexdigest(),
+                    size_bytes=len(model),
+                    created_at=datetime.now(UTC),
+                    created_by=actor or _current_user(),
+                    owner=owner,
+                    description=description,
+                    tags=dict(tags or {}),
+                    metrics=dict(metrics or {}),
+                    parent_version=latest or None,
+                    signature=signature,
+                    features=features,
+                    target=target,
+                    training_data=fingerprint,
+                    profile=profile,
+                )
+                (staging / MANIFEST).unlink(missing_ok=True)
+                _write_readonly(staging / MANIFEST, encode_manifest(manifest))
+                try:
+                    staging.rename(model_dir / str(manifest.version))
+                except OSError:
+                    continue  # another registration took this number first: take the next
+                os.chmod(model_dir / str(manifest.version), 0o555)
+                return manifest
+            raise RuntimeError(f"could not allocate a version number for {name!r}")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def models(self) -> list[str]:
+        """Names of every model with at least one version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if not entry.name.startswith(".") and self.versions(entry.name)
+        )
+
+    def versions(self, name: str) -> list[int]:
+        """Registered versions of `name`, ascending (empty if none)."""
+        model_dir = self.root / validate_model_name(name)
+        if not model_dir.is_dir():
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in model_dir.iterdir()
+            if entry.name.isdigit() and (entry / MANIFEST).is_file()
+        )
+
+    def latest_version(self, name: str) -> int:
+        """The highest version number of `name`, or 0 if it has none."""
+        versions = self.versions(name)
+        return versions[-1] if versions else 0
+
+    def manifest(self, name: str, version: int | str | None = None) -> Manifest:
+        """The manifest of one version (the latest when `version` is None)."""
+        number = self._resolve(name, version)
+        return decode_manifest((self._version_dir(name, number) / MANIFEST).read_bytes())
+
+    def load_artifact(self, name: str, version: int | str) -> tuple[Manifest, bytes]:
+        """The manifest and verified ONNX bytes of a version.
+
+        Raises:
+            IntegrityError: the artifact's sha256 differs from the manifest's; it must
+                never be served.
+        """
+        manifest = self.manifest(name, version)
+        model = (self._version_dir(name, manifest.version) / ARTIFACT).read_bytes()
+        digest = hashlib.sha256(model).hexdigest()
+        if digest != manifest.sha256 or len(model) != manifest.size_bytes:
+            raise IntegrityError(
+                f"{name} version {manifest.version}: model.onnx has sha256 {digest}, but the "
+                f"manifest records {manifest.sha256}; the artifact was modified and is refused"
+            )
+        return manifest, model
+
+    def _resolve(self, name: str, version: int | str | None) -> int:
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFoundError(f"model {name!r} is not registered")
+        if version is None:
+            return versions[-1]
+        number = parse_version(version)
+        if number not in versions:
+            raise ModelNotFoundError(f"model {name!r} has no version {number}")
+        return number
+
+    def _version_dir(self, name: str, version: int) -> Path:
+        return self.root / validate_model_name(name) / str(version)
+
+
+def read_reference(path: Path) -> pl.DataFrame:
+    """Read reference data from Parquet or CSV (chosen by the file's suffix)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pl.read_parquet(path)
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema_length=10_000)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise InvalidReferenceError(f"cannot read reference data {path}: {exc}") from exc
+    raise InvalidReferenceError(
+        f"reference data {path.name!r} must be a .parquet or .csv file"
+    )
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_readonly(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.chmod(0o444)
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
