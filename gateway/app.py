@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
@@ -26,9 +27,7 @@ def create_app(settings: Settings) -> Litestar:
     """A gateway serving the registry under `settings.home`."""
     registry = ModelRegistry(settings.registry_path)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
-    repository = ModelRepository(
-        registry, executor, intra_op_threads=settings.intra_op_threads
-    )
+    repository = ModelRepository(registry, executor, intra_op_threads=settings.intra_op_threads)
     dataplane = DataPlane(repository, Router(registry))
 
     async def shutdown() -> None:
@@ -60,20 +59,22 @@ def app_from_environment() -> Litestar:
 
 
 def _error(message: str, status_code: int) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(error=message), status_code=status_code, media_type=MediaType.JSON)
+    return Response(
+        ErrorResponse(error=message), status_code=status_code, media_type=MediaType.JSON
+    )
 
 
-def _gateway_error(_: Request[None, None, None], exc: GatewayError) -> Response[ErrorResponse]:
+def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[ErrorResponse]:
     return _error(str(exc), exc.status_code)
 
 
-def _http_error(_: Request[None, None, None], exc: HTTPException) -> Response[ErrorResponse]:
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
     message = exc.detail
     if isinstance(exc, ValidationException) and exc.extra:
         message = f"{message}: {exc.extra}"
     return _error(message, exc.status_code)
 
 
-def _unexpected_error(_: Request[None, None, None], exc: Exception) -> Response[ErrorResponse]:
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     logger.exception("unexpected error", exc_info=exc)
     return _error(f"internal error: {type(exc).__name__}: {exc}", 500)

@@ -34,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument(
-        "--home", type=Path, default=argparse.SUPPRESS,
+        "--home",
+        type=Path,
+        default=argparse.SUPPRESS,
         help="data directory (default: $DRIFTGATE_HOME or ./.driftgate)",
-    )  # fmt: skip
+    )
     parser = argparse.ArgumentParser(prog="driftgate", parents=[home], description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -87,9 +89,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     settings = msgspec.structs.replace(
         settings,
-        **{key: value for key in ("host", "port", "workers")
-           if (value := getattr(args, key)) is not None},
-    )  # fmt: skip
+        **{
+            key: value
+            for key in ("host", "port", "workers")
+            if (value := getattr(args, key)) is not None
+        },
+    )
     if args.demo:
         _init_demo(args, settings)
     # Workers are separate processes: they read the same settings from the environment.
@@ -127,15 +132,25 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     registry = ModelRegistry(settings.registry_path)
     latest = [registry.manifest(name) for name in registry.models()]
     if args.json:
-        rows = [{"name": m.name, "versions": registry.versions(m.name), "latest": m.version}
-                for m in latest]  # fmt: skip
+        rows = [
+            {"name": m.name, "versions": registry.versions(m.name), "latest": m.version}
+            for m in latest
+        ]
         print(msgspec.json.encode(rows).decode())
         return 0
     _table(
         ["MODEL", "VERSIONS", "LATEST", "OWNER", "CREATED"],
-        [[m.name, str(len(registry.versions(m.name))), str(m.version), m.owner,
-          m.created_at.isoformat(timespec="seconds")] for m in latest],
-    )  # fmt: skip
+        [
+            [
+                m.name,
+                str(len(registry.versions(m.name))),
+                str(m.version),
+                m.owner,
+                m.created_at.isoformat(timespec="seconds"),
+            ]
+            for m in latest
+        ],
+    )
     return 0
 
 
@@ -162,16 +177,21 @@ def _describe(manifest: Manifest) -> None:
         ("model", f"{manifest.name} version {manifest.version}"),
         ("sha256", manifest.sha256),
         ("size", f"{manifest.size_bytes} bytes"),
-        ("created", f"{manifest.created_at.isoformat(timespec='seconds')} by "
-                    f"{manifest.created_by}"),
+        (
+            "created",
+            f"{manifest.created_at.isoformat(timespec='seconds')} by {manifest.created_by}",
+        ),
         ("owner", manifest.owner or "-"),
         ("description", manifest.description or "-"),
         ("tags", ", ".join(f"{k}={v}" for k, v in manifest.tags.items()) or "-"),
         ("metrics", ", ".join(f"{k}={v:g}" for k, v in manifest.metrics.items()) or "-"),
-        ("training data", f"{manifest.training_data.filename}, {manifest.training_data.rows} "
-                          f"rows, sha256 {manifest.training_data.sha256[:16]}"),
+        (
+            "training data",
+            f"{manifest.training_data.filename}, {manifest.training_data.rows} "
+            f"rows, sha256 {manifest.training_data.sha256[:16]}",
+        ),
         ("features", f"{len(manifest.features.names)} ({manifest.features.layout})"),
-    ]  # fmt: skip
+    ]
     for spec in manifest.signature.inputs:
         fields.append(("input", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
     for spec in manifest.signature.outputs:
@@ -182,7 +202,9 @@ def _describe(manifest: Manifest) -> None:
 def _table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def _pairs(items: list[str], flag: str, convert: Callable[[str], T]) -> dict[str, T]:

@@ -39,9 +39,7 @@ def _inflate(body: bytes, wbits: int, limit: int, encoding: str) -> bytes:
     except zlib.error as exc:
         raise BadRequestError(f"the body is not valid {encoding} data: {exc}") from exc
     if len(data) > limit:
-        raise PayloadTooLargeError(
-            f"the decompressed body is over the limit of {limit} bytes"
-        )
+        raise PayloadTooLargeError(f"the decompressed body is over the limit of {limit} bytes")
     if not inflater.eof:
         raise BadRequestError(f"the {encoding} body is truncated")
     return data

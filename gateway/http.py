@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response, Router, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.content import decode_body, parse_header_length
@@ -50,7 +54,7 @@ async def server_ready() -> ServerReady:
 
 
 @get("/", summary="Server metadata", tags=["metadata"])
-async def server_metadata(dataplane: DataPlane) -> ServerMetadata:
+async def server_metadata(dataplane: NamedDependency[DataPlane]) -> ServerMetadata:
     """Name, version and protocol extensions of the server."""
     return dataplane.server_metadata()
 
@@ -61,7 +65,9 @@ async def server_metadata(dataplane: DataPlane) -> ServerMetadata:
     tags=["metadata"],
     responses=_ERRORS,
 )
-async def model_metadata(dataplane: DataPlane, name: str, version: str | None) -> ModelMetadata:
+async def model_metadata(
+    dataplane: NamedDependency[DataPlane], name: FromPath[str], version: FromPath[str | None] = None
+) -> ModelMetadata:
     """Inputs, outputs and versions of a model."""
     return await dataplane.model_metadata(name, version)
 
@@ -72,7 +78,9 @@ async def model_metadata(dataplane: DataPlane, name: str, version: str | None) -
     tags=["health"],
     responses=_ERRORS,
 )
-async def model_ready(dataplane: DataPlane, name: str, version: str | None) -> Response[ModelReady]:
+async def model_ready(
+    dataplane: NamedDependency[DataPlane], name: FromPath[str], version: FromPath[str | None] = None
+) -> Response[ModelReady]:
     """Whether the model (version) is loaded and can serve; loads it if needed."""
     await dataplane.resolve(name, version)
     return Response(ModelReady(name=name, ready=True), status_code=HTTP_200_OK)
@@ -87,11 +95,11 @@ async def model_ready(dataplane: DataPlane, name: str, version: str | None) -> R
     responses={200: ResponseSpec(data_container=InferenceResponse), **_ERRORS},
 )
 async def infer(
-    request: Request[None, None, None],
-    dataplane: DataPlane,
-    settings: Settings,
-    name: str,
-    version: str | None,
+    request: Request[Any, Any, Any],
+    dataplane: NamedDependency[DataPlane],
+    settings: NamedDependency[Settings],
+    name: FromPath[str],
+    version: FromPath[str | None] = None,
 ) -> Response[bytes]:
     """Run the model on the request's tensors (version from the path, else routed)."""
     body = decode_body(
@@ -110,7 +118,12 @@ def inference_router() -> Router:
     """The `/v2` routes of the Open Inference Protocol."""
     return Router(
         path="/v2",
-        route_handlers=[server_live, server_ready, server_metadata, model_metadata, model_ready,
-                        infer],  # fmt: skip
+        route_handlers=[
+            server_live,
+            server_ready,
+            server_metadata,
+            model_metadata,
+            model_ready,
+            infer,
+        ],
     )
-

@@ -40,9 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.home / "models"
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from, in rising precedence: defaults, the TOML file named by
     `DRIFTGATE_CONFIG`, `DRIFTGATE_*` variables, and `overrides` (not None ones).
 

@@ -28,9 +28,9 @@ _LENGTH = struct.Struct("<I")
 
 def decode_request(body: bytes, header_length: int | None) -> tuple[InferenceRequest, memoryview]:
     """Split a body into its decoded JSON request and the binary section after it."""
-    if header_length is None:
-        header, binary = body, memoryview(b"")
-    else:
+    header: bytes | memoryview = body
+    binary = memoryview(b"")
+    if header_length is not None:
         if not 0 < header_length <= len(body):
             raise BadRequestError(
                 f"Inference-Header-Content-Length is {header_length} but the body has "
@@ -133,9 +133,7 @@ def _from_json(tensor: RequestInput) -> np.ndarray:
 def _from_binary(tensor: RequestInput, chunk: memoryview) -> np.ndarray:
     count = math.prod(tensor.shape)
     if tensor.datatype == "BYTES":
-        return np.array(_split_bytes(tensor.name, chunk, count), dtype=object).reshape(
-            tensor.shape
-        )
+        return np.array(_split_bytes(tensor.name, chunk, count), dtype=object).reshape(tensor.shape)
     dtype = OIP_TO_NUMPY[tensor.datatype].newbyteorder("<")
     if len(chunk) != count * dtype.itemsize:
         raise BadRequestError(
@@ -214,8 +212,10 @@ def encode_response(
 def _to_json(array: np.ndarray, datatype: str) -> list[Any]:
     flat = array.reshape(-1)
     if datatype == "BYTES":
-        return [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
-                for item in flat]  # fmt: skip
+        return [
+            item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            for item in flat
+        ]
     values: list[Any] = flat.tolist()
     return values
 

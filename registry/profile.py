@@ -74,9 +74,18 @@ def _numeric(series: pl.Series) -> NumericProfile:
     count = values.len()
     if count == 0:
         return NumericProfile(
-            name=series.name, count=0, missing_rate=1.0 if total else 0.0, mean=0.0, std=0.0,
-            min=0.0, max=0.0, fine_edges=(), fine_counts=(0,), coarse_edges=(), coarse_counts=(0,),
-        )  # fmt: skip
+            name=series.name,
+            count=0,
+            missing_rate=1.0 if total else 0.0,
+            mean=0.0,
+            std=0.0,
+            min=0.0,
+            max=0.0,
+            fine_edges=(),
+            fine_counts=(0,),
+            coarse_edges=(),
+            coarse_counts=(0,),
+        )
     array = values.to_numpy()
     fine_edges, fine_counts = _quantile_bins(array, FINE_BINS)
     coarse_edges, coarse_counts = _quantile_bins(array, COARSE_BINS)
@@ -109,8 +118,13 @@ def _categorical(series: pl.Series) -> CategoricalProfile:
     total = series.len()
     values = series.drop_nulls().cast(pl.String)
     counts = values.value_counts(sort=True)
-    frequencies = dict(zip(counts.get_column(series.name).to_list(),
-                           counts.get_column("count").to_list(), strict=True))  # fmt: skip
+    frequencies = dict(
+        zip(
+            counts.get_column(series.name).to_list(),
+            counts.get_column("count").to_list(),
+            strict=True,
+        )
+    )
     return CategoricalProfile(
         name=series.name,
         count=values.len(),

@@ -74,8 +74,9 @@ class ModelRegistry:
             raw_outputs = session.run(None, reference_inputs(frame, signature, features))
         except Exception as exc:  # ORT's own error types
             raise InvalidReferenceError(f"the model fails on the reference data: {exc}") from exc
-        outputs = {spec.name: value for spec, value in zip(signature.outputs, raw_outputs,
-                                                           strict=True)}  # fmt: skip
+        outputs = {
+            spec.name: value for spec, value in zip(signature.outputs, raw_outputs, strict=True)
+        }
         fingerprint = DataFingerprint(
             filename=reference.name,
             sha256=_sha256_file(reference),
@@ -114,7 +115,7 @@ class ModelRegistry:
                     staging.rename(model_dir / str(manifest.version))
                 except OSError:
                     continue  # another registration took this number first: take the next
-                os.chmod(model_dir / str(manifest.version), 0o555)
+                os.chmod(model_dir / str(manifest.version), 0o555)  # noqa: S103 - read-only
                 return manifest
             raise RuntimeError(f"could not allocate a version number for {name!r}")
         finally:
@@ -194,9 +195,7 @@ def read_reference(path: Path) -> pl.DataFrame:
             return pl.read_csv(path, infer_schema_length=10_000)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise InvalidReferenceError(f"cannot read reference data {path}: {exc}") from exc
-    raise InvalidReferenceError(
-        f"reference data {path.name!r} must be a .parquet or .csv file"
-    )
+    raise InvalidReferenceError(f"reference data {path.name!r} must be a .parquet or .csv file")
 
 
 def _sha256_file(path: Path) -> str:

@@ -1,0 +1,42 @@
+# One entry point for every task: `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help serve test lint typecheck unit bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps re-run the install whenever pyproject.toml changes.
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.serve-installed
+
+serve: $(VENV)/.serve-installed ## Register the demo model if the registry is empty, serve on 127.0.0.1:8000
+	$(BIN)/driftgate serve --demo
+
+test: lint typecheck unit ## Install dev dependencies, then run every check and test
+
+lint: $(VENV)/.dev-installed ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-installed ## mypy, strict on the packages
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev-installed ## pytest: unit, contract and end-to-end tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean: ## Remove the virtual environment and caches (keeps .driftgate)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: `python -m benchmarks <scenario>`, each against its limit and a peer."""

@@ -1,0 +1,113 @@
+"""Shared fixtures: real ONNX models in a real registry, the real app, a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+
+from gateway.app import create_app
+from gateway.demo import train_demo_model
+from gateway.settings import Settings
+from registry import ModelRegistry
+from tests import models
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Model files and reference data, built once per test session."""
+    root = tmp_path_factory.mktemp("artifacts")
+    models.affine_model(root / "affine.onnx")
+    models.affine_model(root / "affine_v2.onnx", offset=2.0)
+    models.affine_reference(root / "affine.parquet")
+    models.affine_reference(root / "affine.csv")
+    models.identity_model(root / "identity.onnx")
+    models.identity_reference(root / "identity.parquet")
+    models.lookup_model(root / "lookup.onnx")
+    models.lookup_reference(root / "lookup.csv")
+    train_demo_model(root / "demo")
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, artifacts: Path) -> Path:
+    """A data directory whose registry holds affine (versions 1 and 2), identity and lookup."""
+    registry = ModelRegistry(tmp_path / "models")
+    registry.register(
+        "affine",
+        artifacts / "affine.onnx",
+        artifacts / "affine.parquet",
+        target="label",
+        owner="tests",
+    )
+    registry.register(
+        "affine",
+        artifacts / "affine_v2.onnx",
+        artifacts / "affine.parquet",
+        target="label",
+        owner="tests",
+    )
+    registry.register("identity", artifacts / "identity.onnx", artifacts / "identity.parquet")
+    registry.register("lookup", artifacts / "lookup.onnx", artifacts / "lookup.csv")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    """Gateway settings over the test registry, with a small body limit to test it."""
+    return Settings(home=home, max_request_bytes=1 << 20)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:  # type: ignore[type-arg]
+    """The real app through Litestar's test client (startup and shutdown included)."""
+    with TestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def live_server(home: Path) -> Iterator[str]:
+    """`driftgate serve` in its own process on a free loopback port; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--home", str(home), "--port", str(port)],
+        env={**os.environ, "DRIFTGATE_LOG_LEVEL": "warning"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Block until the server at `url` answers ready, failing fast if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout} s")

@@ -1,0 +1,47 @@
+"""Settings: defaults, a TOML file, DRIFTGATE_* variables and overrides, in that order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, load_settings, settings_environ
+
+
+def test_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "driftgate.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nintra_op_threads = 2\n')
+    settings = load_settings(
+        {"DRIFTGATE_CONFIG": str(config), "DRIFTGATE_PORT": "9100", "OTHER": "x"},
+        host=None,
+        workers=3,
+    )
+    assert (settings.port, settings.host, settings.workers) == (9100, "0.0.0.0", 3)
+    assert settings.intra_op_threads == 2
+    assert load_settings({}) == Settings()
+
+
+def test_round_trip_through_the_environment(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, port=1234, workers=2, log_level="warning")
+    assert load_settings(settings_environ(settings)) == settings
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DRIFTGATE_PORT": "eighty"}, "port"),
+        ({"DRIFTGATE_WORKERS": "0"}, "workers"),
+        ({"DRIFTGATE_LOG_LEVEL": "loud"}, "log_level"),
+    ],
+)
+def test_invalid_values_name_the_setting(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_settings(environ)
+
+
+def test_unknown_keys_in_the_config_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "driftgate.toml"
+    config.write_text("prot = 80\n")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings({"DRIFTGATE_CONFIG": str(config)})
