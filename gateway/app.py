@@ -1,4 +1,4 @@
-"""The app factory: wires registry, runtimes, router and data plane into one Litestar app."""
+"""The app factory: wires registry, state, runtimes, router and data plane into one app."""
 
 from __future__ import annotations
 
@@ -10,17 +10,46 @@ from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
+from gateway.admin import admin_router
+from gateway.auth import TokenGuard, parse_tokens
 from gateway.dataplane import DataPlane
+from gateway.deployments import DeploymentManager
 from gateway.errors import GatewayError
 from gateway.http import inference_router
 from gateway.protocol import ErrorResponse
 from gateway.repository import ModelRepository
 from gateway.routing import Router
 from gateway.settings import Settings, load_settings
-from registry import ModelRegistry
+from gateway.shadows import ShadowMirror
+from monitor.agreement import ShadowAgreement
+from registry import (
+    InvalidModelError,
+    InvalidNameError,
+    InvalidReferenceError,
+    ModelNotFoundError,
+    ModelRegistry,
+    RegistryError,
+)
+from registry.deployment import PolicyConflictError, PolicyError
+from registry.state import RevisionConflictError, StateBackend, StateUnavailableError
+from registry.state_embedded import EmbeddedState
+from registry.state_redis import RedisState
 
 logger = logging.getLogger("driftgate")
+
+# Registry errors as HTTP statuses: the caller's mistakes are 4xx, an unreachable state 503.
+_REGISTRY_STATUS: list[tuple[type[RegistryError], int]] = [
+    (ModelNotFoundError, 404),
+    (InvalidNameError, 400),
+    (InvalidModelError, 400),
+    (InvalidReferenceError, 400),
+    (PolicyError, 400),
+    (PolicyConflictError, 409),
+    (RevisionConflictError, 409),
+    (StateUnavailableError, 503),
+]
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -28,27 +57,57 @@ def create_app(settings: Settings) -> Litestar:
     registry = ModelRegistry(settings.registry_path)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
     repository = ModelRepository(registry, executor, intra_op_threads=settings.intra_op_threads)
-    dataplane = DataPlane(repository, Router(registry))
+    router = Router()
+    deployments = DeploymentManager(registry, repository, router, state_backend(settings))
+    mirror = ShadowMirror(
+        repository,
+        ShadowAgreement(),
+        capacity=settings.shadow_queue_size,
+        workers=settings.shadow_workers,
+    )
+    dataplane = DataPlane(repository, router, deployments, mirror)
+    guard = TokenGuard(parse_tokens(settings.tokens))
 
     async def shutdown() -> None:
+        await mirror.close()
+        await deployments.state.close()
         executor.shutdown(wait=True, cancel_futures=True)
 
     return Litestar(
-        route_handlers=[inference_router()],
+        route_handlers=[
+            inference_router(),
+            admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
+        ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),
+            "manager": Provide(lambda: deployments, use_cache=True, sync_to_thread=False),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
         },
-        on_startup=[dataplane.load_stable_versions],
+        on_startup=[mirror.start, deployments.start],
         on_shutdown=[shutdown],
         exception_handlers={
             GatewayError: _gateway_error,
+            RegistryError: _registry_error,
             HTTPException: _http_error,
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_request_bytes,
-        openapi_config=OpenAPIConfig(title="driftgate", version="0.1.0", path="/docs"),
+        openapi_config=OpenAPIConfig(
+            title="driftgate",
+            version="0.1.0",
+            path="/docs",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+        ),
     )
+
+
+def state_backend(settings: Settings) -> StateBackend:
+    """Redis when `redis_url` is set, else files under the data directory."""
+    if settings.redis_url:
+        return RedisState(settings.redis_url)
+    return EmbeddedState(settings.state_path)
 
 
 def app_from_environment() -> Litestar:
@@ -58,23 +117,31 @@ def app_from_environment() -> Litestar:
     return create_app(settings)
 
 
-def _error(message: str, status_code: int) -> Response[ErrorResponse]:
+def _error(message: str, status_code: int, headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(
-        ErrorResponse(error=message), status_code=status_code, media_type=MediaType.JSON
+        ErrorResponse(error=message),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
     )
 
 
-def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[ErrorResponse]:
+def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[Any]:
     return _error(str(exc), exc.status_code)
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
+def _registry_error(_: Request[Any, Any, Any], exc: RegistryError) -> Response[Any]:
+    status = next((code for kind, code in _REGISTRY_STATUS if isinstance(exc, kind)), 500)
+    return _error(str(exc), status)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     message = exc.detail
     if isinstance(exc, ValidationException) and exc.extra:
         message = f"{message}: {exc.extra}"
-    return _error(message, exc.status_code)
+    return _error(message, exc.status_code, exc.headers)
 
 
-def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.exception("unexpected error", exc_info=exc)
     return _error(f"internal error: {type(exc).__name__}: {exc}", 500)

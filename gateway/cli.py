@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import msgspec
 
 from gateway.settings import Settings, load_settings, settings_environ
 from registry import Manifest, ModelRegistry, RegistryError
-from registry.manifest import encode_manifest
-
-T = TypeVar("T")
+from registry.manifest import encode_manifest, parse_pairs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,8 +117,8 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
         args.reference,
         target=args.target,
         description=args.description,
-        tags=_pairs(args.tag, "--tag", str),
-        metrics=_pairs(args.metric, "--metric", float),
+        tags=parse_pairs(args.tag, str),
+        metrics=parse_pairs(args.metric, float),
         owner=args.owner,
     )
     print(f"registered {manifest.name} version {manifest.version} (sha256 {manifest.sha256})")
@@ -205,16 +202,3 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-
-
-def _pairs(items: list[str], flag: str, convert: Callable[[str], T]) -> dict[str, T]:
-    pairs: dict[str, T] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
-        try:
-            pairs[key] = convert(value)
-        except ValueError as exc:
-            raise ValueError(f"{flag} {item!r}: {exc}") from exc
-    return pairs

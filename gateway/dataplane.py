@@ -8,10 +8,12 @@ from importlib.metadata import version as package_version
 
 import msgspec
 
+from gateway.deployments import DeploymentManager
 from gateway.errors import NotFoundError
 from gateway.protocol import MetadataTensor, ModelMetadata, ServerMetadata
 from gateway.repository import LoadedVersion, ModelRepository
-from gateway.routing import Router
+from gateway.routing import Route, Router
+from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
 from registry import InvalidNameError, TensorSpec, parse_version
 
@@ -29,33 +31,38 @@ class InferenceResult(msgspec.Struct, frozen=True):
 
 
 class DataPlane:
-    """Answers the Open Inference Protocol's calls over the loaded models."""
+    """Answers the Open Inference Protocol's calls over the deployed models."""
 
-    def __init__(self, repository: ModelRepository, router: Router) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        router: Router,
+        deployments: DeploymentManager,
+        mirror: ShadowMirror,
+    ) -> None:
         self.repository = repository
         self.router = router
+        self.deployments = deployments
+        self.mirror = mirror
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
         return ServerMetadata(name="driftgate", version=_driftgate_version(), extensions=EXTENSIONS)
 
-    async def load_stable_versions(self) -> None:
-        """Load every registered model's stable version, so no request meets a cold one."""
-        names = await asyncio.to_thread(self.repository.registry.models)
-        for name in names:
-            await self.resolve(name, None)
-
-    async def resolve(self, name: str, version: str | None) -> tuple[LoadedVersion, str]:
-        """The loaded version that answers for `name` (and the role it serves in)."""
+    async def resolve(
+        self, name: str, version: str | None, key: str | None = None
+    ) -> tuple[LoadedVersion, Route]:
+        """The loaded version that answers for `name`: the path's version, else routed."""
+        if self.router.policy(name) is None:
+            await self.deployments.ensure(name)  # a model registered since startup
         if version is None:
-            route = await self.router.route(name)
-            return await self.repository.get(name, route.version), route.role
-        try:
-            number = parse_version(version)
-        except InvalidNameError as exc:
-            raise NotFoundError(str(exc)) from exc
-        await self.router.route(name)  # unknown model names fail the same way with a version
-        return await self.repository.get(name, number), "explicit"
+            route = self.router.route(name, key)
+        else:
+            try:
+                route = self.router.explicit(name, parse_version(version))
+            except InvalidNameError as exc:
+                raise NotFoundError(str(exc)) from exc
+        return await self.repository.get(name, route.version), route
 
     async def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         """Signature and versions of a model (of one version when given)."""
@@ -71,15 +78,26 @@ class DataPlane:
         )
 
     async def infer(
-        self, name: str, version: str | None, body: bytes, header_length: int | None
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        routing_key: str | None = None,
     ) -> InferenceResult:
-        """Decode, validate, run and encode one inference request."""
-        loaded, role = await self.resolve(name, version)
-        manifest = loaded.manifest
+        """Decode, route, validate, run and encode one inference request; mirror it to the
+        deployment's shadows without waiting for them."""
         request, binary = decode_request(body, header_length)
+        key = routing_key if routing_key is not None else request.id
+        loaded, route = await self.resolve(name, version, key)
+        manifest = loaded.manifest
         arrays = input_arrays(request, binary, manifest.signature)
         wanted = requested_outputs(request, manifest.signature)
-        results = await loaded.runtime.predict(arrays, [output for output, _ in wanted])
+        names = [output for output, _ in wanted]
+        results = await loaded.runtime.predict(arrays, names)
+        if version is None:
+            for shadow in self.router.shadows(name, key):
+                self.mirror.offer(ShadowCopy(name, shadow, arrays, names, results))
         specs = {spec.name: spec for spec in manifest.signature.outputs}
         encoded, json_length = encode_response(
             model_name=name,
@@ -91,7 +109,10 @@ class DataPlane:
             ],
         )
         return InferenceResult(
-            body=encoded, header_length=json_length, model_version=manifest.version, role=role
+            body=encoded,
+            header_length=json_length,
+            model_version=manifest.version,
+            role=route.role,
         )
 
 

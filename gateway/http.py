@@ -106,7 +106,9 @@ async def infer(
         await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes
     )
     header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-    result = await dataplane.infer(name, version, body, header_length)
+    result = await dataplane.infer(
+        name, version, body, header_length, request.headers.get("x-routing-key")
+    )
     headers = {"x-driftgate-version": str(result.model_version), "x-driftgate-role": result.role}
     if result.header_length is None:
         return Response(result.body, media_type="application/json", headers=headers)

@@ -49,6 +49,20 @@ class ModelRepository:
                 self._loaded[key] = found
         return found
 
+    def release(self, name: str, keep: set[int]) -> list[int]:
+        """Forget the loaded versions of `name` not in `keep`; returns those released.
+
+        Requests already running hold their own reference to the version, so its session
+        lives until the last of them finishes, then is freed.
+        """
+        released = [
+            version for (model, version) in self._loaded if model == name and version not in keep
+        ]
+        for version in released:
+            del self._loaded[(name, version)]
+            logger.info("unloaded %s version %d", name, version)
+        return released
+
     def _load(self, name: str, version: int) -> LoadedVersion:
         try:
             manifest, model = self.registry.load_artifact(name, version)

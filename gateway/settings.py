@@ -27,17 +27,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Server worker processes."""
     max_request_bytes: Positive = 16 * 1024 * 1024
     """Largest accepted request body, before and after decompression (413 beyond)."""
+    max_upload_bytes: Positive = 512 * 1024 * 1024
+    """Largest model-plus-reference upload accepted by the admin API."""
     inference_threads: Positive = 2
     """Threads that run ONNX Runtime sessions, off the event loop."""
     intra_op_threads: Positive = 1
     """ONNX Runtime threads inside one session run."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity of the server."""
+    tokens: str = ""
+    """Admin API tokens, `NAME:ROLE:SECRET` comma-separated; ROLE is `read` or `admin`.
+    With none, every admin route answers 401."""
+    redis_url: str = ""
+    """Redis for shared control state (many workers or replicas); empty: embedded files."""
+    shadow_queue_size: Positive = 1000
+    """Copies waiting for shadow versions; beyond it copies are dropped and counted."""
+    shadow_workers: Positive = 1
+    """Concurrent shadow runs; shadows never take more than this from the primary."""
 
     @property
     def registry_path(self) -> Path:
         """Where model versions are stored."""
         return self.home / "models"
+
+    @property
+    def state_path(self) -> Path:
+        """Where the embedded control state (deployments, audit log) is stored."""
+        return self.home / "state"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

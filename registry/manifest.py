@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -116,6 +117,23 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     target: str | None = None
     training_data: DataFingerprint
     profile: ReferenceProfile
+
+
+T = TypeVar("T")
+
+
+def parse_pairs(items: Iterable[str], convert: Callable[[str], T]) -> dict[str, T]:
+    """`KEY=VALUE` items (tags, metrics) as a dict; raises ValueError naming the bad item."""
+    pairs: dict[str, T] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        try:
+            pairs[key] = convert(value)
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from exc
+    return pairs
 
 
 def encode_manifest(manifest: Manifest) -> bytes:

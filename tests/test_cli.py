@@ -95,7 +95,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, artifacts: Path) -> None:
         home=tmp_path,
     )
     assert bad_metric.returncode == 2
-    assert "--metric 'auc=high'" in bad_metric.stderr
+    assert "'auc=high'" in bad_metric.stderr
     missing = driftgate("models", "show", "ghost", home=tmp_path)
     assert missing.returncode == 2
     assert "'ghost' is not registered" in missing.stderr

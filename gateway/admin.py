@@ -1,0 +1,189 @@
+"""The admin API under `/admin`: deployments, audit, status and uploads, behind tokens."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Request, Router, get, post, put
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, MultipartBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+
+from gateway.auth import TokenGuard, actor_of
+from gateway.dataplane import DataPlane
+from gateway.deployments import DeploymentManager, DeploymentSpec
+from gateway.errors import BadRequestError
+from registry import Manifest
+from registry.audit import AuditEntry, verify_chain
+from registry.deployment import Deployment
+from registry.manifest import parse_pairs
+from registry.names import validate_model_name
+
+Manager = NamedDependency[DeploymentManager]
+
+
+class Reason(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Why an operator acts; recorded in the audit log."""
+
+    reason: str = ""
+
+
+class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /admin/audit`: entries, and whether the chain is intact."""
+
+    entries: list[AuditEntry]
+    intact: bool
+    first_invalid: int | None  # index of the first modified or removed entry
+
+
+@dataclass
+class VersionUpload:
+    """A new version: the ONNX file, its reference data, and the CLI's options."""
+
+    model: UploadFile
+    reference: UploadFile
+    target: str | None = None
+    description: str = ""
+    owner: str = ""
+    tags: str = ""  # K=V,K=V
+    metrics: str = ""  # K=V,K=V with numeric V
+
+
+@get("/models/{name:str}/deployment", summary="Read a model's deployment")
+async def read_deployment(manager: Manager, name: FromPath[str]) -> Deployment:
+    """The traffic policy in force: stable, canary and weight, shadows."""
+    return await manager.get(name)
+
+
+@put("/models/{name:str}/deployment", summary="Replace a model's deployment")
+async def write_deployment(
+    request: Request[Any, Any, Any],
+    manager: Manager,
+    name: FromPath[str],
+    data: JSONBody[DeploymentSpec],
+) -> Deployment:
+    """Validated (400/409), audited, applied before the response; routed versions are loaded
+    before any request meets them."""
+    return await manager.set(name, data, actor_of(request))
+
+
+@post("/models/{name:str}/promote", summary="Promote the canary", status_code=HTTP_200_OK)
+async def promote(
+    request: Request[Any, Any, Any],
+    manager: Manager,
+    name: FromPath[str],
+    data: JSONBody[Reason | None] = None,
+) -> Deployment:
+    """The canary becomes the stable version."""
+    return await manager.promote(name, actor_of(request), data.reason if data else "")
+
+
+@post("/models/{name:str}/rollback", summary="Roll the canary back", status_code=HTTP_200_OK)
+async def rollback(
+    request: Request[Any, Any, Any],
+    manager: Manager,
+    name: FromPath[str],
+    data: JSONBody[Reason | None] = None,
+) -> Deployment:
+    """The canary's weight drops to 0 at once."""
+    return await manager.rollback(name, actor_of(request), data.reason if data else "")
+
+
+@post(
+    "/models/{name:str}/versions",
+    summary="Register a version by upload",
+    status_code=HTTP_201_CREATED,
+)
+async def upload_version(
+    request: Request[Any, Any, Any],
+    manager: Manager,
+    name: FromPath[str],
+    data: MultipartBody[VersionUpload],
+) -> Manifest:
+    """Same result as `driftgate models register`: the new version's manifest."""
+    validate_model_name(name)
+    try:
+        tags = parse_pairs(_items(data.tags), str)
+        metrics = parse_pairs(_items(data.metrics), float)
+    except ValueError as exc:
+        raise BadRequestError(f"tags or metrics: {exc}") from exc
+    suffix = Path(data.reference.filename or "").suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise BadRequestError("the reference upload must be a .csv or .parquet file")
+    with tempfile.TemporaryDirectory(prefix="driftgate-upload-") as directory:
+        model_path, reference_path = Path(directory, "model.onnx"), Path(directory, f"ref{suffix}")
+        model_path.write_bytes(await data.model.read())
+        reference_path.write_bytes(await data.reference.read())
+        return await manager.register(
+            name,
+            model_path,
+            reference_path,
+            actor=actor_of(request),
+            target=data.target or None,
+            description=data.description,
+            owner=data.owner,
+            tags=tags,
+            metrics=metrics,
+        )
+
+
+@get("/audit", summary="The audit log")
+async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditReport:
+    """Every change, oldest first, with the result of verifying the hash chain."""
+    entries, head = await manager.audit()
+    first_invalid = verify_chain(entries, head)
+    shown = [entry for entry in entries if model is None or entry.model == model]
+    return AuditReport(entries=shown, intact=first_invalid is None, first_invalid=first_invalid)
+
+
+@get("/status", summary="Gateway status")
+async def status(manager: Manager, dataplane: NamedDependency[DataPlane]) -> dict[str, Any]:
+    """Versions loaded, deployments in force, state backend health, shadow queue."""
+    return {
+        "state_backend": {"kind": manager.state.kind, "healthy": manager.state.healthy},
+        "loaded": [
+            {
+                "model": loaded.manifest.name,
+                "version": loaded.manifest.version,
+                "sha256": loaded.manifest.sha256,
+            }
+            for loaded in dataplane.repository.loaded()
+        ],
+        "deployments": msgspec.to_builtins(dict(manager.deployments())),
+        "shadows": {
+            "queued": dataplane.mirror.depth,
+            "dropped": dataplane.mirror.dropped,
+            "agreement": msgspec.to_builtins(dataplane.mirror.agreement.snapshot()),
+        },
+    }
+
+
+def _items(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def admin_router(guard: TokenGuard, *, max_upload_bytes: int) -> Router:
+    """The `/admin` routes, every one behind the token guard."""
+    uploads = Router(
+        path="/", route_handlers=[upload_version], request_max_body_size=max_upload_bytes
+    )
+    return Router(
+        path="/admin",
+        guards=[guard],
+        tags=["admin"],
+        security=[{"bearer": []}],
+        route_handlers=[
+            read_deployment,
+            write_deployment,
+            promote,
+            rollback,
+            uploads,
+            audit,
+            status,
+        ],
+    )

@@ -1,0 +1,234 @@
+"""The control plane's core: reading, changing and applying deployments, knowing no HTTP.
+
+Every change is validated, committed with its audit entry through the state backend, and
+applied by loading the versions it routes to *before* the router sees them; versions no
+longer routed are released afterwards. Changes made by other workers arrive through the
+backend's listener and are applied the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from gateway.errors import NotFoundError
+from gateway.repository import ModelRepository
+from gateway.routing import Router
+from registry import Manifest, ModelNotFoundError, ModelRegistry
+from registry.audit import AuditEntry
+from registry.deployment import (
+    Canary,
+    Deployment,
+    PolicyConflictError,
+    PolicyError,
+    Shadow,
+    check_policy,
+)
+from registry.state import Change, RevisionConflictError, StateBackend, StateUnavailableError
+
+logger = logging.getLogger(__name__)
+CONTROLLER = "controller"
+
+
+class DeploymentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an operator asks for; the manager turns it into the next Deployment."""
+
+    stable: int
+    canary: Canary | None = None
+    shadows: tuple[Shadow, ...] = ()
+    reason: str = ""
+
+
+class DeploymentManager:
+    """Owns the deployments of every model: validates, commits, applies."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        repository: ModelRepository,
+        router: Router,
+        state: StateBackend,
+    ) -> None:
+        self.registry = registry
+        self.state = state
+        self._repository = repository
+        self._router = router
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def start(self) -> None:
+        """Apply the stored deployments and give every registered model one."""
+        await self.state.start(self._on_change)
+        for name in await asyncio.to_thread(self.registry.models):
+            await self.ensure(name)
+
+    async def ensure(self, model: str) -> Deployment:
+        """The deployment in force for `model`, creating the default one (its latest
+        version, stable) the first time a registered model is served."""
+        if (policy := self._router.policy(model)) is not None:
+            return policy.deployment
+        async with self._lock(model):
+            if (policy := self._router.policy(model)) is not None:
+                return policy.deployment
+            try:
+                latest = await asyncio.to_thread(self.registry.latest_version, model)
+            except (ModelNotFoundError, ValueError) as exc:
+                raise NotFoundError(str(exc)) from exc
+            if latest == 0:
+                raise NotFoundError(f"model {model!r} is not registered")
+            deployment = Deployment(model=model, stable=latest, revision=1)
+            try:
+                await self.state.commit(
+                    Change(
+                        model=model,
+                        action="deployment.init",
+                        actor=CONTROLLER,
+                        reason="first served: its latest version is stable",
+                        expected_revision=0,
+                        deployment=deployment,
+                        after=deployment,
+                    )
+                )
+            except RevisionConflictError:
+                stored = (await self.state.deployments()).get(model)
+                deployment = stored or deployment
+            except StateUnavailableError:
+                logger.warning("state backend down: serving %s v%d unrecorded", model, latest)
+            await self._apply(deployment)
+            return deployment
+
+    async def get(self, model: str) -> Deployment:
+        """The deployment in force for `model`."""
+        return await self.ensure(model)
+
+    async def set(self, model: str, spec: DeploymentSpec, actor: str) -> Deployment:
+        """Replace the policy of `model` (validated, audited, applied before returning)."""
+        current = await self.ensure(model)
+        proposed = Deployment(
+            model=model,
+            stable=spec.stable,
+            canary=spec.canary,
+            shadows=spec.shadows,
+            revision=current.revision + 1,
+        )
+        return await self._change(current, proposed, "deployment.set", actor, spec.reason)
+
+    async def promote(self, model: str, actor: str, reason: str = "") -> Deployment:
+        """Make the canary the stable version."""
+        current = await self.ensure(model)
+        if current.canary is None:
+            raise PolicyConflictError(f"model {model!r} has no canary to promote")
+        proposed = msgspec.structs.replace(
+            current, stable=current.canary.version, canary=None, revision=current.revision + 1
+        )
+        return await self._change(current, proposed, "deployment.promote", actor, reason)
+
+    async def rollback(self, model: str, actor: str, reason: str = "") -> Deployment:
+        """Send the canary no traffic, at once."""
+        current = await self.ensure(model)
+        if current.canary is None:
+            raise PolicyConflictError(f"model {model!r} has no canary to roll back")
+        proposed = msgspec.structs.replace(
+            current,
+            canary=Canary(version=current.canary.version, weight=0.0),
+            revision=current.revision + 1,
+        )
+        return await self._change(current, proposed, "deployment.rollback", actor, reason)
+
+    async def register(
+        self, name: str, model_path: Path, reference_path: Path, *, actor: str, **details: Any
+    ) -> Manifest:
+        """Register a new version (as the CLI does) and record it in the audit log."""
+        manifest = await asyncio.to_thread(
+            self.registry.register, name, model_path, reference_path, actor=actor, **details
+        )
+        await self.state.commit(
+            Change(
+                model=name,
+                action="model.register",
+                actor=actor,
+                reason=details.get("description", ""),
+                after={"version": manifest.version, "sha256": manifest.sha256},
+            )
+        )
+        return manifest
+
+    async def audit(self) -> tuple[list[AuditEntry], Any]:
+        """The audit log and its head, from the state backend."""
+        return await self.state.audit()
+
+    def deployments(self) -> Mapping[str, Deployment]:
+        """Every deployment in force in this process."""
+        return {name: policy.deployment for name, policy in self._router.policies().items()}
+
+    async def _change(
+        self, current: Deployment, proposed: Deployment, action: str, actor: str, reason: str
+    ) -> Deployment:
+        await self._validate(proposed)
+        async with self._lock(proposed.model):
+            # Load first: a failure to load leaves the policy in force untouched.
+            await self._load(proposed)
+            await self.state.commit(
+                Change(
+                    model=proposed.model,
+                    action=action,
+                    actor=actor,
+                    reason=reason,
+                    expected_revision=current.revision,
+                    deployment=proposed,
+                    before=current,
+                    after=proposed,
+                )
+            )
+            await self._apply(proposed)
+        return proposed
+
+    async def _validate(self, proposed: Deployment) -> None:
+        versions = await asyncio.to_thread(self.registry.versions, proposed.model)
+        check_policy(proposed, versions)
+        stable = await asyncio.to_thread(self.registry.manifest, proposed.model, proposed.stable)
+        others = [s.version for s in proposed.shadows]
+        if proposed.canary is not None:
+            others.append(proposed.canary.version)
+        for version in others:
+            other = await asyncio.to_thread(self.registry.manifest, proposed.model, version)
+            if other.signature.inputs != stable.signature.inputs:
+                raise PolicyConflictError(
+                    f"version {version} takes other inputs than stable version "
+                    f"{proposed.stable}; it cannot share its traffic"
+                )
+
+    async def _on_change(self, model: str, deployment: Deployment | None) -> None:
+        if deployment is None:
+            return
+        policy = self._router.policy(model)
+        if policy is not None and policy.deployment.revision >= deployment.revision:
+            return  # already applied here (this process made the change, or a resync)
+        async with self._lock(model):
+            try:
+                await self._apply(deployment)
+            except Exception:  # keep serving the policy in force; the next change retries
+                logger.exception("cannot apply %s revision %d", model, deployment.revision)
+
+    async def _load(self, deployment: Deployment) -> None:
+        for version in sorted(deployment.routed_versions()):
+            await self._repository.get(deployment.model, version)
+
+    async def _apply(self, deployment: Deployment) -> None:
+        policy = self._router.policy(deployment.model)
+        if policy is not None and policy.deployment.revision >= deployment.revision:
+            return  # this change, or a newer one, is already in force
+        await self._load(deployment)
+        self._router.set_policy(deployment)
+        self._repository.release(deployment.model, deployment.routed_versions())
+        logger.info("applied deployment of %s: %s", deployment.model, deployment)
+
+    def _lock(self, model: str) -> asyncio.Lock:
+        return self._locks.setdefault(model, asyncio.Lock())
+
+
+__all__ = ["CONTROLLER", "DeploymentManager", "DeploymentSpec", "PolicyError"]

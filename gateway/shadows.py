@@ -1,0 +1,98 @@
+"""Mirroring requests to shadow versions: never awaited by the caller, bounded, counted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import numpy as np
+
+from gateway.errors import GatewayError
+from gateway.repository import ModelRepository
+from monitor.agreement import ShadowAgreement
+
+logger = logging.getLogger(__name__)
+
+
+class ShadowCopy(msgspec.Struct, frozen=True):
+    """One request copied to one shadow version, with the primary's answer to compare."""
+
+    model: str
+    version: int
+    inputs: Mapping[str, np.ndarray]
+    outputs: Sequence[str]
+    primary: Sequence[np.ndarray]
+
+
+class ShadowMirror:
+    """A bounded queue of copies and the workers that run them on the shadow versions."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        agreement: ShadowAgreement,
+        *,
+        capacity: int,
+        workers: int,
+    ) -> None:
+        self.agreement = agreement
+        self.dropped = 0
+        self._repository = repository
+        self._capacity = capacity
+        self._worker_count = workers
+        self._queue: asyncio.Queue[ShadowCopy] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Create the queue and workers inside the running loop."""
+        self._queue = asyncio.Queue(self._capacity)
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"driftgate-shadow-{index}")
+            for index in range(self._worker_count)
+        ]
+
+    async def close(self) -> None:
+        """Stop the workers; copies still queued are dropped."""
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    def offer(self, copy: ShadowCopy) -> bool:
+        """Queue a copy without waiting; when the shadows fall behind it is dropped (counted)."""
+        if self._queue is None:
+            return False
+        try:
+            self._queue.put_nowait(copy)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
+
+    @property
+    def depth(self) -> int:
+        """Copies waiting to run."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def drain(self) -> None:
+        """Wait until every queued copy has run (for an orderly shutdown and for tests)."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            copy = await self._queue.get()
+            try:
+                loaded = await self._repository.get(copy.model, copy.version)
+                results = await loaded.runtime.predict(copy.inputs, copy.outputs)
+                self.agreement.record(copy.model, copy.version, copy.primary, results)
+            except GatewayError as exc:
+                logger.warning("shadow %s v%d failed: %s", copy.model, copy.version, exc)
+                self.agreement.record_error(copy.model, copy.version)
+            finally:
+                self._queue.task_done()
