@@ -10,7 +10,9 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
+from gateway.tables import print_table
 from registry import Manifest, ModelRegistry, RegistryError
 from registry.manifest import encode_manifest, parse_pairs
 
@@ -22,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(home=getattr(args, "home", None))
         result: int = args.command(args, settings)
-    except (RegistryError, ValueError, OSError) as exc:
+    except (RegistryError, AdminError, ValueError, OSError) as exc:
         print(f"driftgate: error: {exc}", file=sys.stderr)
         return 2
     return result
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "init-demo", parents=[home], help="register the demo model if the registry is empty"
     )
     demo.set_defaults(command=_init_demo)
+    add_operator_commands(commands, home)
     return parser
 
 
@@ -135,7 +138,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         ]
         print(msgspec.json.encode(rows).decode())
         return 0
-    _table(
+    print_table(
         ["MODEL", "VERSIONS", "LATEST", "OWNER", "CREATED"],
         [
             [
@@ -193,12 +196,4 @@ def _describe(manifest: Manifest) -> None:
         fields.append(("input", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
     for spec in manifest.signature.outputs:
         fields.append(("output", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
-    _table(["FIELD", "VALUE"], [list(row) for row in fields])
-
-
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print_table(["FIELD", "VALUE"], [list(row) for row in fields])

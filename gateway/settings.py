@@ -79,6 +79,29 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         raise ValueError(f"invalid driftgate settings: {exc}") from exc
 
 
+class ClientSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the operator commands (`driftgate traffic`, `audit`) find a running gateway."""
+
+    url: str = "http://127.0.0.1:8000"
+    """Base URL of the gateway."""
+    token: str = ""
+    """Bearer token for the admin API (its secret part)."""
+
+
+def load_client_settings(
+    environ: Mapping[str, str] | None = None, **overrides: str | None
+) -> ClientSettings:
+    """Client settings from `DRIFTGATE_URL` / `DRIFTGATE_TOKEN`, then `overrides`."""
+    environ = os.environ if environ is None else environ
+    values = {
+        name: environ[f"{ENV_PREFIX}{name.upper()}"]
+        for name in ("url", "token")
+        if f"{ENV_PREFIX}{name.upper()}" in environ
+    }
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return msgspec.convert(values, ClientSettings)
+
+
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str | Path):
         return Path(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -60,10 +61,15 @@ def home(tmp_path: Path, artifacts: Path) -> Path:
     return tmp_path
 
 
+ADMIN_TOKEN = "s3cret-admin"
+READ_TOKEN = "s3cret-read"
+TOKENS = f"alice:admin:{ADMIN_TOKEN},grafana:read:{READ_TOKEN}"
+
+
 @pytest.fixture
 def settings(home: Path) -> Settings:
     """Gateway settings over the test registry, with a small body limit to test it."""
-    return Settings(home=home, max_request_bytes=1 << 20)
+    return Settings(home=home, max_request_bytes=1 << 20, tokens=TOKENS)
 
 
 @pytest.fixture
@@ -81,13 +87,13 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def live_server(home: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running_gateway(home: Path, **environ: str) -> Iterator[str]:
     """`driftgate serve` in its own process on a free loopback port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--home", str(home), "--port", str(port)],
-        env={**os.environ, "DRIFTGATE_LOG_LEVEL": "warning"},
+        env={**os.environ, "DRIFTGATE_LOG_LEVEL": "warning", "DRIFTGATE_TOKENS": TOKENS, **environ},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,6 +102,69 @@ def live_server(home: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def live_server(home: Path) -> Iterator[str]:
+    """One gateway process over the test registry, embedded state."""
+    with running_gateway(home) as url:
+        yield url
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, which tests may stop and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._directory),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise TimeoutError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty Redis for one test (no data survives a restart: no persistence)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

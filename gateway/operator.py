@@ -1,0 +1,155 @@
+"""Operator commands that talk to a running gateway's admin API: traffic and audit."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import httpx
+import msgspec
+
+from gateway.settings import ClientSettings, load_client_settings
+from gateway.tables import print_table
+
+
+class AdminError(Exception):
+    """The gateway refused or could not be reached; the message says why."""
+
+
+class AdminClient:
+    """A thin client of `/admin` (bearer token, JSON in and out)."""
+
+    def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
+        self._client = httpx.Client(
+            base_url=settings.url.rstrip("/"),
+            headers={"Authorization": f"Bearer {settings.token}"} if settings.token else {},
+            timeout=timeout,
+        )
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Call the admin API; a non-2xx answer raises `AdminError` with its error text."""
+        try:
+            response = self._client.request(method, f"/admin{path}", json=body)
+        except httpx.TransportError as exc:
+            raise AdminError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
+        if response.is_error:
+            try:
+                message = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text
+            raise AdminError(f"{response.status_code}: {message}")
+        return response.json()
+
+
+def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add `traffic` and `audit` to the CLI's subcommands."""
+    client = argparse.ArgumentParser(add_help=False, parents=[common])
+    client.add_argument("--url", help="gateway URL (default $DRIFTGATE_URL or 127.0.0.1:8000)")
+    client.add_argument("--token", help="admin token (default $DRIFTGATE_TOKEN)")
+    client.add_argument("--json", action="store_true", help="machine-readable output")
+    traffic = commands.add_parser("traffic", help="a model's traffic split").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    show = traffic.add_parser("show", parents=[client], help="show the deployment")
+    show.add_argument("name")
+    show.set_defaults(command=_show)
+    change = traffic.add_parser("set", parents=[client], help="replace the deployment")
+    change.add_argument("name")
+    change.add_argument("--stable", type=int, required=True, help="stable version")
+    change.add_argument("--canary", type=int, help="canary version")
+    change.add_argument("--weight", type=float, help="canary's percent of traffic (0-100)")
+    change.add_argument(
+        "--shadow",
+        action="append",
+        default=[],
+        metavar="V[:PERCENT]",
+        help="a shadow version and the percent of requests it mirrors",
+    )
+    change.add_argument("--reason", default="", help="why (recorded in the audit log)")
+    change.set_defaults(command=_set)
+    for action, text in [("promote", "make the canary stable"), ("rollback", "canary to 0%")]:
+        parser = traffic.add_parser(action, parents=[client], help=text)
+        parser.add_argument("name")
+        parser.add_argument("--reason", default="", help="why (recorded in the audit log)")
+        parser.set_defaults(command=_act, action=action)
+    audit = commands.add_parser("audit", parents=[client], help="the audit log")
+    audit.add_argument("name", nargs="?", help="only this model's entries")
+    audit.add_argument("--verify", action="store_true", help="check the hash chain")
+    audit.set_defaults(command=_audit)
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(load_client_settings(url=args.url, token=args.token))
+
+
+def _show(args: argparse.Namespace, _: object) -> int:
+    _print_deployment(_client(args).request("GET", f"/models/{args.name}/deployment"), args.json)
+    return 0
+
+
+def _set(args: argparse.Namespace, _: object) -> int:
+    if (args.canary is None) != (args.weight is None):
+        raise ValueError("--canary and --weight go together")
+    shadows = []
+    for item in args.shadow:
+        version, _, percent = item.partition(":")
+        shadows.append({"version": int(version), "percent": float(percent or 100)})
+    body = {
+        "stable": args.stable,
+        "shadows": shadows,
+        "reason": args.reason,
+        "canary": None if args.canary is None else {"version": args.canary, "weight": args.weight},
+    }
+    deployment = _client(args).request("PUT", f"/models/{args.name}/deployment", body)
+    _print_deployment(deployment, args.json)
+    return 0
+
+
+def _act(args: argparse.Namespace, _: object) -> int:
+    deployment = _client(args).request(
+        "POST", f"/models/{args.name}/{args.action}", {"reason": args.reason}
+    )
+    _print_deployment(deployment, args.json)
+    return 0
+
+
+def _audit(args: argparse.Namespace, _: object) -> int:
+    path = "/audit" + (f"?model={args.name}" if args.name else "")
+    report = _client(args).request("GET", path)
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print_table(
+            ["SEQ", "TIME", "ACTOR", "ACTION", "MODEL", "REASON"],
+            [
+                [str(e["seq"]), e["time"][:19], e["actor"], e["action"], e["model"], e["reason"]]
+                for e in report["entries"]
+            ],
+        )
+    if not args.verify:
+        return 0
+    if report["intact"]:
+        print("audit chain intact")
+        return 0
+    print(
+        f"audit chain broken: entry {report['first_invalid']} (0-based) was modified or "
+        "removed, or the log was truncated there"
+    )
+    return 1
+
+
+def _print_deployment(deployment: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(msgspec.json.encode(deployment).decode())
+        return
+    canary = deployment.get("canary")
+    weight = canary["weight"] if canary else 0.0
+    rows = [["stable", str(deployment["stable"]), f"{100 - weight:.2f}%"]]
+    if canary:
+        rows.append(["canary", str(canary["version"]), f"{weight:.2f}%"])
+    rows += [
+        ["shadow", str(s["version"]), f"mirrors {s['percent']:.2f}%"]
+        for s in deployment.get("shadows", [])
+    ]
+    print(f"{deployment['model']} (revision {deployment['revision']})")
+    print_table(["ROLE", "VERSION", "TRAFFIC"], rows)

@@ -1,0 +1,123 @@
+"""One contract suite run against every state backend: embedded files and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from registry.audit import verify_chain
+from registry.deployment import Canary, Deployment
+from registry.state import Change, RevisionConflictError, StateBackend
+from registry.state_embedded import EmbeddedState
+from registry.state_redis import RedisState
+from tests.conftest import RedisServer
+
+Seen = list[tuple[str, Deployment | None]]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+    if request.param == "embedded":
+        return lambda: EmbeddedState(tmp_path / "state")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return lambda: RedisState(server.url)
+
+
+@pytest.fixture
+async def pair(backend_factory: object) -> AsyncIterator[tuple[StateBackend, StateBackend, Seen]]:
+    """Two backends over the same state (as two workers), the second recording changes."""
+    first, second = backend_factory(), backend_factory()  # type: ignore[operator]
+    seen: Seen = []
+
+    async def ignore(_: str, __: Deployment | None) -> None:
+        return None
+
+    async def record(model: str, deployment: Deployment | None) -> None:
+        seen.append((model, deployment))
+
+    await first.start(ignore)
+    await second.start(record)
+    yield first, second, seen
+    await first.close()
+    await second.close()
+
+
+def _set(deployment: Deployment, expected: int) -> Change:
+    return Change(model=deployment.model, action="deployment.set", actor="alice",
+                  expected_revision=expected, deployment=deployment, after=deployment)  # fmt: skip
+
+
+async def test_commit_is_seen_by_another_worker_within_100ms(
+    pair: tuple[StateBackend, StateBackend, Seen],
+) -> None:
+    first, second, seen = pair
+    deployment = Deployment(model="m", stable=1, canary=Canary(version=2, weight=20), revision=1)
+    started = asyncio.get_running_loop().time()
+    await first.commit(_set(deployment, 0))
+    while ("m", deployment) not in seen:
+        assert asyncio.get_running_loop().time() - started < 0.1, "not seen within 100 ms"
+        await asyncio.sleep(0.005)
+    assert (await second.deployments()) == {"m": deployment}
+
+
+async def test_stale_revisions_are_refused_and_change_nothing(
+    pair: tuple[StateBackend, StateBackend, Seen],
+) -> None:
+    first, second, _ = pair
+    one = Deployment(model="m", stable=1, revision=1)
+    await first.commit(_set(one, 0))
+    with pytest.raises(RevisionConflictError, match="changed meanwhile"):
+        await second.commit(_set(Deployment(model="m", stable=2, revision=1), 0))
+    assert (await first.deployments())["m"] == one
+    entries, _ = await first.audit()
+    assert len(entries) == 1
+
+
+async def test_concurrent_writers_keep_one_unbroken_audit_chain(
+    pair: tuple[StateBackend, StateBackend, Seen],
+) -> None:
+    first, second, _ = pair
+
+    async def note(backend: StateBackend, index: int) -> None:
+        await backend.commit(Change(model=f"m{index}", action="model.register", actor="bob"))
+
+    await asyncio.gather(*(note(first if i % 2 else second, i) for i in range(20)))
+    entries, head = await second.audit()
+    assert [entry.seq for entry in entries] == list(range(1, 21))
+    assert verify_chain(entries, head) is None
+
+
+async def test_state_survives_a_restart(backend_factory: object) -> None:
+    backend: StateBackend = backend_factory()  # type: ignore[operator]
+
+    async def ignore(_: str, __: Deployment | None) -> None:
+        return None
+
+    await backend.start(ignore)
+    deployment = Deployment(model="m", stable=3, revision=1)
+    await backend.commit(_set(deployment, 0))
+    await backend.close()
+    reopened: StateBackend = backend_factory()  # type: ignore[operator]
+    await reopened.start(ignore)
+    assert (await reopened.deployments()) == {"m": deployment}
+    entries, head = await reopened.audit()
+    assert verify_chain(entries, head) is None
+    await reopened.close()
+
+
+async def test_a_crash_mid_write_leaves_the_old_deployments(tmp_path: Path) -> None:
+    state = EmbeddedState(tmp_path)
+    deployment = Deployment(model="m", stable=1, revision=1)
+    await state.commit(_set(deployment, 0))
+    # A writer that died after writing its temporary file but before renaming it:
+    (tmp_path / ".deployments.json.999.tmp").write_bytes(b'{"m": {"model": "m", "sta')
+    assert await state.deployments() == {"m": deployment}
