@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import msgspec
 
 from gateway.errors import NotFoundError
 from gateway.repository import ModelRepository
-from gateway.routing import Router
+from gateway.routing import Policy, Router
 from registry import Manifest, ModelNotFoundError, ModelRegistry
 from registry.audit import AuditEntry
 from registry.deployment import (
@@ -107,37 +107,34 @@ class DeploymentManager:
 
     async def set(self, model: str, spec: DeploymentSpec, actor: str) -> Deployment:
         """Replace the policy of `model` (validated, audited, applied before returning)."""
-        current = await self.ensure(model)
-        proposed = Deployment(
-            model=model,
-            stable=spec.stable,
-            canary=spec.canary,
-            shadows=spec.shadows,
-            revision=current.revision + 1,
-        )
-        return await self._change(current, proposed, "deployment.set", actor, spec.reason)
+
+        def replace(current: Deployment) -> Deployment:
+            return Deployment(model=model, stable=spec.stable, canary=spec.canary,
+                              shadows=spec.shadows, revision=current.revision)  # fmt: skip
+
+        return await self._change(model, "deployment.set", actor, spec.reason, replace)
 
     async def promote(self, model: str, actor: str, reason: str = "") -> Deployment:
         """Make the canary the stable version."""
-        current = await self.ensure(model)
-        if current.canary is None:
-            raise PolicyConflictError(f"model {model!r} has no canary to promote")
-        proposed = msgspec.structs.replace(
-            current, stable=current.canary.version, canary=None, revision=current.revision + 1
-        )
-        return await self._change(current, proposed, "deployment.promote", actor, reason)
+
+        def promote(current: Deployment) -> Deployment:
+            if current.canary is None:
+                raise PolicyConflictError(f"model {model!r} has no canary to promote")
+            return msgspec.structs.replace(current, stable=current.canary.version, canary=None)
+
+        return await self._change(model, "deployment.promote", actor, reason, promote)
 
     async def rollback(self, model: str, actor: str, reason: str = "") -> Deployment:
         """Send the canary no traffic, at once."""
-        current = await self.ensure(model)
-        if current.canary is None:
-            raise PolicyConflictError(f"model {model!r} has no canary to roll back")
-        proposed = msgspec.structs.replace(
-            current,
-            canary=Canary(version=current.canary.version, weight=0.0),
-            revision=current.revision + 1,
-        )
-        return await self._change(current, proposed, "deployment.rollback", actor, reason)
+
+        def roll_back(current: Deployment) -> Deployment:
+            if current.canary is None:
+                raise PolicyConflictError(f"model {model!r} has no canary to roll back")
+            return msgspec.structs.replace(
+                current, canary=Canary(version=current.canary.version, weight=0.0)
+            )
+
+        return await self._change(model, "deployment.rollback", actor, reason, roll_back)
 
     async def register(
         self, name: str, model_path: Path, reference_path: Path, *, actor: str, **details: Any
@@ -166,26 +163,39 @@ class DeploymentManager:
         return {name: policy.deployment for name, policy in self._router.policies().items()}
 
     async def _change(
-        self, current: Deployment, proposed: Deployment, action: str, actor: str, reason: str
+        self,
+        model: str,
+        action: str,
+        actor: str,
+        reason: str,
+        edit: Callable[[Deployment], Deployment],
     ) -> Deployment:
-        await self._validate(proposed)
-        async with self._lock(proposed.model):
-            # Load first: a failure to load leaves the policy in force untouched.
-            await self._load(proposed)
-            await self.state.commit(
-                Change(
-                    model=proposed.model,
-                    action=action,
-                    actor=actor,
-                    reason=reason,
-                    expected_revision=current.revision,
-                    deployment=proposed,
-                    before=current,
-                    after=proposed,
-                )
+        await self.ensure(model)
+        async with self._lock(model):
+            applied = self._policy(model).deployment
+            # The stored deployment is the base (another worker may have changed it); when
+            # the store lost it (a Redis restarted empty), the one in force here is.
+            stored = (await self.state.deployments()).get(model)
+            stored_revision = stored.revision if stored else 0
+            base = stored if stored and stored.revision >= applied.revision else applied
+            proposed = msgspec.structs.replace(
+                edit(base), revision=max(applied.revision, stored_revision) + 1
             )
+            await self._validate(proposed)
+            await self._load(proposed)  # a version that fails to load leaves the policy as is
+            await self.state.commit(Change(
+                model=model, action=action, actor=actor, reason=reason,
+                expected_revision=stored_revision, deployment=proposed, before=base,
+                after=proposed,
+            ))  # fmt: skip
             await self._apply(proposed)
         return proposed
+
+    def _policy(self, model: str) -> Policy:
+        policy = self._router.policy(model)
+        if policy is None:
+            raise NotFoundError(f"model {model!r} is not registered")
+        return policy
 
     async def _validate(self, proposed: Deployment) -> None:
         versions = await asyncio.to_thread(self.registry.versions, proposed.model)
