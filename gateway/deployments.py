@@ -109,8 +109,13 @@ class DeploymentManager:
         """Replace the policy of `model` (validated, audited, applied before returning)."""
 
         def replace(current: Deployment) -> Deployment:
-            return Deployment(model=model, stable=spec.stable, canary=spec.canary,
-                              shadows=spec.shadows, revision=current.revision)  # fmt: skip
+            return Deployment(
+                model=model,
+                stable=spec.stable,
+                canary=spec.canary,
+                shadows=spec.shadows,
+                revision=current.revision,
+            )
 
         return await self._change(model, "deployment.set", actor, spec.reason, replace)
 
@@ -183,11 +188,18 @@ class DeploymentManager:
             )
             await self._validate(proposed)
             await self._load(proposed)  # a version that fails to load leaves the policy as is
-            await self.state.commit(Change(
-                model=model, action=action, actor=actor, reason=reason,
-                expected_revision=stored_revision, deployment=proposed, before=base,
-                after=proposed,
-            ))  # fmt: skip
+            await self.state.commit(
+                Change(
+                    model=model,
+                    action=action,
+                    actor=actor,
+                    reason=reason,
+                    expected_revision=stored_revision,
+                    deployment=proposed,
+                    before=base,
+                    after=proposed,
+                )
+            )
             await self._apply(proposed)
         return proposed
 

@@ -19,8 +19,9 @@ ROWS = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1
 def _versions_served(client: Client, keys: range) -> dict[str, int]:
     served: dict[str, int] = {}
     for key in keys:
-        response = client.post("/v2/models/affine/infer", json=ROWS,
-                               headers={"x-routing-key": f"user-{key}"})  # fmt: skip
+        response = client.post(
+            "/v2/models/affine/infer", json=ROWS, headers={"x-routing-key": f"user-{key}"}
+        )
         assert response.status_code == 200, response.text
         version = response.headers["x-driftgate-version"]
         assert response.json()["model_version"] == version
@@ -30,11 +31,16 @@ def _versions_served(client: Client, keys: range) -> dict[str, int]:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/admin/models/affine/deployment"), ("PUT", "/admin/models/affine/deployment"),
-     ("POST", "/admin/models/affine/promote"), ("POST", "/admin/models/affine/rollback"),
-     ("GET", "/admin/audit"), ("GET", "/admin/status"),
-     ("POST", "/admin/models/affine/versions")],
-)  # fmt: skip
+    [
+        ("GET", "/admin/models/affine/deployment"),
+        ("PUT", "/admin/models/affine/deployment"),
+        ("POST", "/admin/models/affine/promote"),
+        ("POST", "/admin/models/affine/rollback"),
+        ("GET", "/admin/audit"),
+        ("GET", "/admin/status"),
+        ("POST", "/admin/models/affine/versions"),
+    ],
+)
 def test_every_admin_route_needs_a_valid_token(client: Client, method: str, path: str) -> None:
     for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}]:
         response = client.request(method, path, headers=headers, json={})
@@ -59,16 +65,22 @@ def test_canary_split_applies_at_once_and_is_audited(client: Client) -> None:
     assert response.json()["revision"] == 2
     served = _versions_served(client, range(1000))
     assert abs(served["1"] / 10 - 20) <= 4  # ~20% of 1,000 distinct keys
-    roles = {client.post("/v2/models/affine/infer", json=ROWS,
-                         headers={"x-routing-key": f"user-{k}"}).headers["x-driftgate-role"]
-             for k in range(50)}  # fmt: skip
+    roles = {
+        client.post(
+            "/v2/models/affine/infer", json=ROWS, headers={"x-routing-key": f"user-{k}"}
+        ).headers["x-driftgate-role"]
+        for k in range(50)
+    }
     assert roles == {"stable", "canary"}
 
     entries = client.get("/admin/audit", headers=READ).json()
     assert entries["intact"] is True
     last = entries["entries"][-1]
-    assert (last["actor"], last["action"], last["reason"]) == ("alice", "deployment.set",
-                                                               "try v1 again")  # fmt: skip
+    assert (last["actor"], last["action"], last["reason"]) == (
+        "alice",
+        "deployment.set",
+        "try v1 again",
+    )
     assert last["before"]["canary"] is None
     assert last["after"]["canary"] == {"version": 1, "weight": 20.0}
 
@@ -94,15 +106,17 @@ def test_promote_and_rollback(client: Client) -> None:
 
 @pytest.mark.parametrize(
     ("body", "status", "message"),
-    [({"stable": 9}, 400, "no version 9"),
-     ({"stable": 2, "canary": {"version": 1, "weight": 101}}, 400, "<= 100.0"),
-     ({"stable": 2, "canary": {"version": 1, "weight": -1}}, 400, ">= 0.0"),
-     ({"stable": 2, "canary": {"version": 1, "weight": 1.005}}, 400, "two decimals"),
-     ({"stable": 2, "canary": {"version": 2, "weight": 5}}, 400, "only one role"),
-     ({"stable": 2, "shadows": [{"version": 7, "percent": 5}]}, 400, "no version 7"),
-     ({"stable": 2, "extra": 1}, 400, "extra"),
-     ({"canary": None}, 400, "stable")],
-)  # fmt: skip
+    [
+        ({"stable": 9}, 400, "no version 9"),
+        ({"stable": 2, "canary": {"version": 1, "weight": 101}}, 400, "<= 100.0"),
+        ({"stable": 2, "canary": {"version": 1, "weight": -1}}, 400, ">= 0.0"),
+        ({"stable": 2, "canary": {"version": 1, "weight": 1.005}}, 400, "two decimals"),
+        ({"stable": 2, "canary": {"version": 2, "weight": 5}}, 400, "only one role"),
+        ({"stable": 2, "shadows": [{"version": 7, "percent": 5}]}, 400, "no version 7"),
+        ({"stable": 2, "extra": 1}, 400, "extra"),
+        ({"canary": None}, 400, "stable"),
+    ],
+)
 def test_invalid_policies_are_refused_and_change_nothing(
     client: Client, body: dict[str, Any], status: int, message: str
 ) -> None:
@@ -114,12 +128,17 @@ def test_invalid_policies_are_refused_and_change_nothing(
 
 
 def test_a_canary_with_other_inputs_is_a_conflict(client: Client, artifacts: Path) -> None:
-    files = {"model": ("m.onnx", (artifacts / "lookup.onnx").read_bytes()),
-             "reference": ("ref.csv", (artifacts / "lookup.csv").read_bytes())}  # fmt: skip
+    files = {
+        "model": ("m.onnx", (artifacts / "lookup.onnx").read_bytes()),
+        "reference": ("ref.csv", (artifacts / "lookup.csv").read_bytes()),
+    }
     uploaded = client.post("/admin/models/affine/versions", headers=ADMIN, files=files)
     assert uploaded.status_code == 201, uploaded.text
-    response = client.put("/admin/models/affine/deployment", headers=ADMIN,
-                          json={"stable": 2, "canary": {"version": 3, "weight": 10}})  # fmt: skip
+    response = client.put(
+        "/admin/models/affine/deployment",
+        headers=ADMIN,
+        json={"stable": 2, "canary": {"version": 3, "weight": 10}},
+    )
     assert response.status_code == 409
     assert "takes other inputs" in response.json()["error"]
 
@@ -129,8 +148,13 @@ def test_upload_registers_like_the_cli(client: Client, artifacts: Path, home: Pa
         "model": ("model.onnx", (artifacts / "affine.onnx").read_bytes()),
         "reference": ("train.parquet", (artifacts / "affine.parquet").read_bytes()),
     }
-    data = {"target": "label", "description": "uploaded", "owner": "risk",
-            "tags": "team=risk,stage=canary", "metrics": "auc=0.9"}  # fmt: skip
+    data = {
+        "target": "label",
+        "description": "uploaded",
+        "owner": "risk",
+        "tags": "team=risk,stage=canary",
+        "metrics": "auc=0.9",
+    }
     response = client.post("/admin/models/affine/versions", headers=ADMIN, files=files, data=data)
     assert response.status_code == 201, response.text
     manifest = response.json()
@@ -141,12 +165,18 @@ def test_upload_registers_like_the_cli(client: Client, artifacts: Path, home: Pa
     last = client.get("/admin/audit?model=affine", headers=READ).json()["entries"][-1]
     assert (last["action"], last["after"]["version"]) == ("model.register", 3)
 
-    bad = client.post("/admin/models/affine/versions", headers=ADMIN,
-                      files={**files, "reference": ("x.txt", b"a,b")})  # fmt: skip
+    bad = client.post(
+        "/admin/models/affine/versions",
+        headers=ADMIN,
+        files={**files, "reference": ("x.txt", b"a,b")},
+    )
     assert bad.status_code == 400
     assert ".csv or .parquet" in bad.json()["error"]
-    garbage = client.post("/admin/models/affine/versions", headers=ADMIN,
-                          files={**files, "model": ("m.onnx", b"garbage")})  # fmt: skip
+    garbage = client.post(
+        "/admin/models/affine/versions",
+        headers=ADMIN,
+        files={**files, "model": ("m.onnx", b"garbage")},
+    )
     assert garbage.status_code == 400
     assert "cannot load the model" in garbage.json()["error"]
     traversal = client.post("/admin/models/..evil/versions", headers=ADMIN, files=files)
@@ -166,8 +196,9 @@ def test_shadows_get_copies_and_their_agreement_is_recorded(client: Client) -> N
         client.put("/admin/models/affine/deployment", headers=ADMIN, json=body).status_code == 200
     )
     for key in range(20):
-        response = client.post("/v2/models/affine/infer", json=ROWS,
-                               headers={"x-routing-key": str(key)})  # fmt: skip
+        response = client.post(
+            "/v2/models/affine/infer", json=ROWS, headers={"x-routing-key": str(key)}
+        )
         assert response.json()["model_version"] == "2"
     for _ in range(100):
         agreement = client.get("/admin/status", headers=READ).json()["shadows"]["agreement"]

@@ -12,9 +12,15 @@ def _chain(length: int) -> list[AuditEntry]:
     entries: list[AuditEntry] = []
     head = AuditHead()
     for index in range(length):
-        entry = next_entry(head, actor="alice", action="deployment.set", model="m",
-                           reason=f"step {index}", before={"stable": index},
-                           after={"stable": index + 1})  # fmt: skip
+        entry = next_entry(
+            head,
+            actor="alice",
+            action="deployment.set",
+            model="m",
+            reason=f"step {index}",
+            before={"stable": index},
+            after={"stable": index + 1},
+        )
         entries.append(entry)
         head = AuditHead(seq=entry.seq, hash=entry.hash)
     return entries

@@ -11,8 +11,9 @@ from registry.deployment import Canary, Deployment, PolicyError, Shadow, check_p
 
 def _router(weight: float, shadows: tuple[Shadow, ...] = ()) -> Router:
     router = Router()
-    router.set_policy(Deployment(model="m", stable=1, canary=Canary(version=2, weight=weight),
-                                 shadows=shadows))  # fmt: skip
+    router.set_policy(
+        Deployment(model="m", stable=1, canary=Canary(version=2, weight=weight), shadows=shadows)
+    )
     return router
 
 

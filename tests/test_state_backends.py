@@ -52,8 +52,14 @@ async def pair(backend_factory: object) -> AsyncIterator[tuple[StateBackend, Sta
 
 
 def _set(deployment: Deployment, expected: int) -> Change:
-    return Change(model=deployment.model, action="deployment.set", actor="alice",
-                  expected_revision=expected, deployment=deployment, after=deployment)  # fmt: skip
+    return Change(
+        model=deployment.model,
+        action="deployment.set",
+        actor="alice",
+        expected_revision=expected,
+        deployment=deployment,
+        after=deployment,
+    )
 
 
 async def test_commit_is_seen_by_another_worker_within_100ms(

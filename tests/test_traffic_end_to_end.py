@@ -23,25 +23,55 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 def operator(url: str, *args: str, token: str = ADMIN_TOKEN) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args, "--url", url, "--token", token],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_operator_cli_sets_shows_promotes_and_audits(live_server: str, home: Path) -> None:
-    done = operator(live_server, "traffic", "set", "affine", "--stable", "2", "--canary", "1",
-                    "--weight", "20", "--shadow", "1:0", "--reason", "canary v1")  # fmt: skip
+    done = operator(
+        live_server,
+        "traffic",
+        "set",
+        "affine",
+        "--stable",
+        "2",
+        "--canary",
+        "1",
+        "--weight",
+        "20",
+        "--shadow",
+        "1:0",
+        "--reason",
+        "canary v1",
+    )
     assert done.returncode == 2
     assert "400: a version can play only one role" in done.stderr
-    done = operator(live_server, "traffic", "set", "affine", "--stable", "2", "--canary", "1",
-                    "--weight", "20", "--reason", "canary v1")  # fmt: skip
+    done = operator(
+        live_server,
+        "traffic",
+        "set",
+        "affine",
+        "--stable",
+        "2",
+        "--canary",
+        "1",
+        "--weight",
+        "20",
+        "--reason",
+        "canary v1",
+    )
     assert done.returncode == 0, done.stderr
     assert "canary  1        20.00%" in done.stdout
     with httpx.Client(base_url=live_server) as client:
         versions = [
-            client.post("/v2/models/affine/infer", json=ROWS,
-                        headers={"x-routing-key": f"k{i}"}).headers["x-driftgate-version"]
+            client.post(
+                "/v2/models/affine/infer", json=ROWS, headers={"x-routing-key": f"k{i}"}
+            ).headers["x-driftgate-version"]
             for i in range(500)
-        ]  # fmt: skip
+        ]
     assert abs(versions.count("1") / 5 - 20) <= 5
 
     shown = operator(live_server, "traffic", "show", "affine", "--json", token=READ_TOKEN)
@@ -103,8 +133,10 @@ def test_redis_outage_keeps_serving_refuses_writes_and_resynchronises(
 ) -> None:
     with running_gateway(home, DRIFTGATE_REDIS_URL=redis_server.url) as url:
         body = {"stable": 2, "canary": {"version": 1, "weight": 50}}
-        assert httpx.put(f"{url}/admin/models/affine/deployment", json=body,
-                         headers=ADMIN).status_code == 200  # fmt: skip
+        assert (
+            httpx.put(f"{url}/admin/models/affine/deployment", json=body, headers=ADMIN).status_code
+            == 200
+        )
 
         async def scenario() -> list[int]:
             stop = asyncio.Event()
@@ -125,8 +157,7 @@ def test_redis_outage_keeps_serving_refuses_writes_and_resynchronises(
                 while not (await admin.get("/admin/status")).json()["state_backend"]["healthy"]:
                     assert time.monotonic() < deadline, "never reconnected"
                     await asyncio.sleep(0.05)
-                written = await admin.put("/admin/models/affine/deployment",
-                                          json={"stable": 1})  # fmt: skip
+                written = await admin.put("/admin/models/affine/deployment", json={"stable": 1})
                 assert written.status_code == 200, written.text  # the policy in force is the base
             await asyncio.sleep(0.3)
             stop.set()
