@@ -11,6 +11,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router
 from gateway.auth import TokenGuard, parse_tokens
@@ -23,7 +24,10 @@ from gateway.repository import ModelRepository
 from gateway.routing import Router
 from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
+from gateway.state_metrics import StateCollector
+from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
+from monitor.metrics import RequestMetrics
 from registry import (
     InvalidModelError,
     InvalidNameError,
@@ -65,7 +69,10 @@ def create_app(settings: Settings) -> Litestar:
         capacity=settings.shadow_queue_size,
         workers=settings.shadow_workers,
     )
-    dataplane = DataPlane(repository, router, deployments, mirror)
+    metrics = RequestMetrics(CollectorRegistry(auto_describe=True))
+    state_metrics = StateCollector(router, deployments, mirror)
+    metrics.registry.register(state_metrics)
+    dataplane = DataPlane(repository, router, deployments, mirror, metrics)
     guard = TokenGuard(parse_tokens(settings.tokens))
 
     async def shutdown() -> None:
@@ -77,6 +84,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             inference_router(),
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
+            metrics_endpoint(metrics.registry, state_metrics),
         ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import msgspec
 from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
 from gateway.tables import print_table
+from gateway.telemetry import MULTIPROC_ENV
 from registry import Manifest, ModelRegistry, RegistryError
 from registry.manifest import encode_manifest, parse_pairs
 
@@ -99,6 +101,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _init_demo(args, settings)
     # Workers are separate processes: they read the same settings from the environment.
     os.environ.update(settings_environ(settings))
+    if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
+        # Before any worker imports prometheus_client: their metrics go to shared files.
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="driftgate-metrics-")
     uvicorn.run(
         "gateway.app:app_from_environment",
         factory=True,

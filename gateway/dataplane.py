@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import msgspec
 
 from gateway.deployments import DeploymentManager
-from gateway.errors import NotFoundError
-from gateway.protocol import MetadataTensor, ModelMetadata, ServerMetadata
+from gateway.errors import GatewayError, NotFoundError
+from gateway.protocol import InferenceRequest, MetadataTensor, ModelMetadata, ServerMetadata
 from gateway.repository import LoadedVersion, ModelRepository
 from gateway.routing import Route, Router
 from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
+from monitor.metrics import UNROUTED, RequestMetrics
 from registry import InvalidNameError, TensorSpec, parse_version
 
 PLATFORM = "onnx_onnxv1"
@@ -39,11 +41,13 @@ class DataPlane:
         router: Router,
         deployments: DeploymentManager,
         mirror: ShadowMirror,
+        metrics: RequestMetrics,
     ) -> None:
         self.repository = repository
         self.router = router
         self.deployments = deployments
         self.mirror = mirror
+        self.metrics = metrics
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
@@ -86,27 +90,53 @@ class DataPlane:
         routing_key: str | None = None,
     ) -> InferenceResult:
         """Decode, route, validate, run and encode one inference request; mirror it to the
-        deployment's shadows without waiting for them."""
-        request, binary = decode_request(body, header_length)
-        key = routing_key if routing_key is not None else request.id
-        loaded, route = await self.resolve(name, version, key)
+        deployment's shadows without waiting for them. Counted and timed by route."""
+        started = time.perf_counter()
+        route_metrics = None
+        self.metrics.in_flight.inc()
+        try:
+            request, binary = decode_request(body, header_length)
+            key = routing_key if routing_key is not None else request.id
+            loaded, route = await self.resolve(name, version, key)
+            route_metrics = self.metrics.route(name, route.version, route.role)
+            result = await self._run(loaded, route, request, binary, key, explicit=bool(version))
+            route_metrics.observe(200, time.perf_counter() - started)
+            return result
+        except GatewayError as exc:
+            route_metrics = route_metrics or self.metrics.route(UNROUTED, 0, "")
+            route_metrics.observe(exc.status_code, time.perf_counter() - started)
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+
+    async def _run(
+        self,
+        loaded: LoadedVersion,
+        route: Route,
+        request: InferenceRequest,
+        binary: memoryview,
+        key: str | None,
+        *,
+        explicit: bool,
+    ) -> InferenceResult:
         manifest = loaded.manifest
-        arrays = input_arrays(request, binary, manifest.signature)
-        wanted = requested_outputs(request, manifest.signature)
-        names = [output for output, _ in wanted]
-        results = await loaded.runtime.predict(arrays, names)
-        if version is None:
-            for shadow in self.router.shadows(name, key):
-                self.mirror.offer(ShadowCopy(name, shadow, arrays, names, results))
-        specs = {spec.name: spec for spec in manifest.signature.outputs}
+        signature = manifest.signature
+        arrays = input_arrays(request, binary, signature)
+        wanted = requested_outputs(request, signature)
+        # Every output is computed (ONNX Runtime mostly does anyway): shadows compare them all.
+        specs = {spec.name: spec for spec in signature.outputs}
+        outputs = list(specs)
+        results = dict(zip(outputs, await loaded.runtime.predict(arrays, outputs), strict=True))
+        if not explicit:
+            for shadow in self.router.shadows(manifest.name, key):
+                copy = ShadowCopy(manifest.name, shadow, arrays, outputs, list(results.values()))
+                if not self.mirror.offer(copy):
+                    self.metrics.shadow_dropped.labels(manifest.name).inc()
         encoded, json_length = encode_response(
-            model_name=name,
+            model_name=manifest.name,
             model_version=manifest.version,
             request_id=request.id,
-            outputs=[
-                (specs[output], result, as_binary)
-                for (output, as_binary), result in zip(wanted, results, strict=True)
-            ],
+            outputs=[(specs[output], results[output], as_binary) for output, as_binary in wanted],
         )
         return InferenceResult(
             body=encoded,

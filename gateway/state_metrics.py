@@ -1,0 +1,77 @@
+"""Gauges read at scrape time from the live state: traffic weights, shadow agreement and
+queue, state backend health. Reading them when Prometheus asks means no bookkeeping on the
+request path and never a stale value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.deployments import DeploymentManager
+from gateway.routing import Router
+from gateway.shadows import ShadowMirror
+
+
+class StateCollector(Collector):
+    """Collects the state gauges of one gateway process."""
+
+    def __init__(self, router: Router, manager: DeploymentManager, mirror: ShadowMirror) -> None:
+        self._router = router
+        self._manager = manager
+        self._mirror = mirror
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Build every family from the state as it is now."""
+        weight = GaugeMetricFamily(
+            "driftgate_traffic_weight_percent",
+            "Percent of routed calls (stable, canary) or mirrored (shadow) per version.",
+            labels=["model", "version", "role"],
+        )
+        for model, policy in self._router.policies().items():
+            deployment = policy.deployment
+            canary = deployment.canary.weight if deployment.canary else 0.0
+            weight.add_metric([model, str(deployment.stable), "stable"], 100.0 - canary)
+            if deployment.canary is not None:
+                weight.add_metric([model, str(deployment.canary.version), "canary"], canary)
+            for shadow in deployment.shadows:
+                weight.add_metric([model, str(shadow.version), "shadow"], shadow.percent)
+        yield weight
+
+        up = GaugeMetricFamily(
+            "driftgate_state_backend_up",
+            "1 when the control-state backend is reachable.",
+            labels=["backend"],
+        )
+        up.add_metric([self._manager.state.kind], 1.0 if self._manager.state.healthy else 0.0)
+        yield up
+
+        yield GaugeMetricFamily(
+            "driftgate_shadow_queue_depth",
+            "Shadow copies waiting to run.",
+            value=self._mirror.depth,
+        )
+        agreement = GaugeMetricFamily(
+            "driftgate_shadow_label_agreement_ratio",
+            "Share of class labels a shadow predicted equal to the primary.",
+            labels=["model", "version"],
+        )
+        difference = GaugeMetricFamily(
+            "driftgate_shadow_mean_abs_difference",
+            "Mean absolute difference of a shadow's scores from the primary's.",
+            labels=["model", "version"],
+        )
+        compared = CounterMetricFamily(
+            "driftgate_shadow_comparisons",
+            "Requests compared between a shadow and the primary.",
+            labels=["model", "version"],
+        )
+        for snapshot in self._mirror.agreement.snapshot():
+            labels = [snapshot.model, str(snapshot.version)]
+            compared.add_metric(labels, snapshot.comparisons)
+            if (ratio := snapshot.label_agreement) is not None:
+                agreement.add_metric(labels, ratio)
+            if (mean := snapshot.mean_abs_diff) is not None:
+                difference.add_metric(labels, mean)
+        yield from (agreement, difference, compared)
