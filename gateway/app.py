@@ -27,7 +27,7 @@ from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
-from monitor.metrics import RequestMetrics
+from monitor.metrics import GatewayMetrics
 from registry import (
     InvalidModelError,
     InvalidNameError,
@@ -69,7 +69,7 @@ def create_app(settings: Settings) -> Litestar:
         capacity=settings.shadow_queue_size,
         workers=settings.shadow_workers,
     )
-    metrics = RequestMetrics(CollectorRegistry(auto_describe=True))
+    metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     state_metrics = StateCollector(router, deployments, mirror)
     metrics.registry.register(state_metrics)
     dataplane = DataPlane(repository, router, deployments, mirror, metrics)

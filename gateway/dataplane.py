@@ -16,7 +16,7 @@ from gateway.repository import LoadedVersion, ModelRepository
 from gateway.routing import Route, Router
 from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
-from monitor.metrics import UNROUTED, RequestMetrics
+from monitor.metrics import UNROUTED, GatewayMetrics
 from registry import InvalidNameError, TensorSpec, parse_version
 
 PLATFORM = "onnx_onnxv1"
@@ -41,7 +41,7 @@ class DataPlane:
         router: Router,
         deployments: DeploymentManager,
         mirror: ShadowMirror,
-        metrics: RequestMetrics,
+        metrics: GatewayMetrics,
     ) -> None:
         self.repository = repository
         self.router = router

@@ -21,7 +21,7 @@ class RouteMetrics:
 
     __slots__ = ("_family", "_key", "_statuses", "latency")
 
-    def __init__(self, family: RequestMetrics, model: str, version: str, role: str) -> None:
+    def __init__(self, family: GatewayMetrics, model: str, version: str, role: str) -> None:
         self._family = family
         self._key = (model, version, role)
         self._statuses: dict[int, Counter] = {}
@@ -36,7 +36,7 @@ class RouteMetrics:
         self.latency.observe(seconds)
 
 
-class RequestMetrics:
+class GatewayMetrics:
     """Counters and histograms updated on the request path."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
