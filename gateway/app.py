@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,6 +18,7 @@ from gateway.admin import admin_router
 from gateway.auth import TokenGuard, parse_tokens
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
+from gateway.drift_api import drift_router
 from gateway.errors import GatewayError
 from gateway.http import inference_router
 from gateway.protocol import ErrorResponse
@@ -27,7 +29,10 @@ from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
+from monitor.drift import DriftMonitor, MonitorConfig
+from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
+from monitor.panes import LocalPanes, PaneStore, RedisPanes
 from registry import (
     InvalidModelError,
     InvalidNameError,
@@ -60,7 +65,11 @@ def create_app(settings: Settings) -> Litestar:
     """A gateway serving the registry under `settings.home`."""
     registry = ModelRegistry(settings.registry_path)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
-    repository = ModelRepository(registry, executor, intra_op_threads=settings.intra_op_threads)
+    panes = drift_panes(settings)
+    monitor = DriftMonitor(monitor_config(settings), panes)
+    repository = ModelRepository(
+        registry, executor, intra_op_threads=settings.intra_op_threads, on_load=monitor.watch
+    )
     router = Router()
     deployments = DeploymentManager(registry, repository, router, state_backend(settings))
     mirror = ShadowMirror(
@@ -70,12 +79,26 @@ def create_app(settings: Settings) -> Litestar:
         workers=settings.shadow_workers,
     )
     metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
-    state_metrics = StateCollector(router, deployments, mirror)
+    state_metrics = StateCollector(router, deployments, mirror, monitor)
     metrics.registry.register(state_metrics)
-    dataplane = DataPlane(repository, router, deployments, mirror, metrics)
+    dataplane = DataPlane(
+        repository=repository,
+        router=router,
+        deployments=deployments,
+        mirror=mirror,
+        metrics=metrics,
+        monitor=monitor,
+        sample_rate=settings.sample_rate,
+    )
     guard = TokenGuard(parse_tokens(settings.tokens))
 
+    async def start_monitor() -> None:
+        await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
+        await monitor.start()
+
     async def shutdown() -> None:
+        await monitor.close()
+        await panes.close()
         await mirror.close()
         await deployments.state.close()
         executor.shutdown(wait=True, cancel_futures=True)
@@ -85,13 +108,15 @@ def create_app(settings: Settings) -> Litestar:
             inference_router(),
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
             metrics_endpoint(metrics.registry, state_metrics),
+            drift_router(),
         ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),
             "manager": Provide(lambda: deployments, use_cache=True, sync_to_thread=False),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+            "monitor": Provide(lambda: monitor, use_cache=True, sync_to_thread=False),
         },
-        on_startup=[mirror.start, deployments.start],
+        on_startup=[start_monitor, mirror.start, deployments.start],
         on_shutdown=[shutdown],
         exception_handlers={
             GatewayError: _gateway_error,
@@ -109,6 +134,21 @@ def create_app(settings: Settings) -> Litestar:
             ),
         ),
     )
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The drift monitor's part of the settings."""
+    return MonitorConfig(
+        capacity=settings.drift_window_rows,
+        pane_seconds=settings.drift_pane_seconds,
+        window_panes=settings.drift_window_panes,
+        interval_seconds=settings.drift_interval_seconds,
+    )
+
+
+def drift_panes(settings: Settings) -> PaneStore:
+    """Panes merged through Redis when it is configured, else this process's own."""
+    return RedisPanes(settings.redis_url) if settings.redis_url else LocalPanes()
 
 
 def state_backend(settings: Settings) -> StateBackend:

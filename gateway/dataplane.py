@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
 import msgspec
+import numpy as np
 
 from gateway.deployments import DeploymentManager
 from gateway.errors import GatewayError, NotFoundError
@@ -16,7 +17,9 @@ from gateway.repository import LoadedVersion, ModelRepository
 from gateway.routing import Route, Router
 from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
+from monitor.drift import DriftMonitor, Sample
 from monitor.metrics import UNROUTED, GatewayMetrics
+from monitor.sampling import is_sampled
 from registry import InvalidNameError, TensorSpec, parse_version
 
 PLATFORM = "onnx_onnxv1"
@@ -32,22 +35,34 @@ class InferenceResult(msgspec.Struct, frozen=True):
     role: str
 
 
+class Tensors(msgspec.Struct, frozen=True):
+    """The decoded inputs and every output of one call (what the monitor samples)."""
+
+    inputs: dict[str, np.ndarray]
+    results: dict[str, np.ndarray]
+
+
 class DataPlane:
     """Answers the Open Inference Protocol's calls over the deployed models."""
 
     def __init__(
         self,
+        *,
         repository: ModelRepository,
         router: Router,
         deployments: DeploymentManager,
         mirror: ShadowMirror,
         metrics: GatewayMetrics,
+        monitor: DriftMonitor,
+        sample_rate: float,
     ) -> None:
         self.repository = repository
         self.router = router
         self.deployments = deployments
         self.mirror = mirror
         self.metrics = metrics
+        self.monitor = monitor
+        self.sample_rate = sample_rate
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
@@ -99,7 +114,13 @@ class DataPlane:
             key = routing_key if routing_key is not None else request.id
             loaded, route = await self.resolve(name, version, key)
             route_metrics = self.metrics.route(name, route.version, route.role)
-            result = await self._run(loaded, route, request, binary, key, explicit=bool(version))
+            result, tensors = await self._run(
+                loaded, route, request, binary, key, explicit=bool(version)
+            )
+            if is_sampled(self.sample_rate, name, key):
+                sample = Sample(name, route.version, tensors.inputs, tensors.results, request.id)
+                offered = self.monitor.offer(sample)
+                (route_metrics.samples if offered else route_metrics.samples_dropped).inc()
             route_metrics.observe(200, time.perf_counter() - started)
             return result
         except GatewayError as exc:
@@ -118,7 +139,7 @@ class DataPlane:
         key: str | None,
         *,
         explicit: bool,
-    ) -> InferenceResult:
+    ) -> tuple[InferenceResult, Tensors]:
         manifest = loaded.manifest
         signature = manifest.signature
         arrays = input_arrays(request, binary, signature)
@@ -138,12 +159,13 @@ class DataPlane:
             request_id=request.id,
             outputs=[(specs[output], results[output], as_binary) for output, as_binary in wanted],
         )
-        return InferenceResult(
+        result = InferenceResult(
             body=encoded,
             header_length=json_length,
             model_version=manifest.version,
             role=route.role,
         )
+        return result, Tensors(arrays, results)
 
 
 def _tensor(spec: TensorSpec) -> MetadataTensor:

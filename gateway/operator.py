@@ -27,9 +27,9 @@ class AdminClient:
         )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the admin API; a non-2xx answer raises `AdminError` with its error text."""
+        """Call the gateway (`/admin/...`, `/v1/...`); a non-2xx answer raises `AdminError` with its error text."""
         try:
-            response = self._client.request(method, f"/admin{path}", json=body)
+            response = self._client.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise AdminError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
         if response.is_error:
@@ -72,6 +72,10 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
         parser.add_argument("name")
         parser.add_argument("--reason", default="", help="why (recorded in the audit log)")
         parser.set_defaults(command=_act, action=action)
+    drift = commands.add_parser("drift", parents=[client], help="a model's drift statistics")
+    drift.add_argument("name")
+    drift.add_argument("--version", type=int, help="one version (default: every monitored one)")
+    drift.set_defaults(command=_drift)
     audit = commands.add_parser("audit", parents=[client], help="the audit log")
     audit.add_argument("name", nargs="?", help="only this model's entries")
     audit.add_argument("--verify", action="store_true", help="check the hash chain")
@@ -83,7 +87,9 @@ def _client(args: argparse.Namespace) -> AdminClient:
 
 
 def _show(args: argparse.Namespace, _: object) -> int:
-    _print_deployment(_client(args).request("GET", f"/models/{args.name}/deployment"), args.json)
+    _print_deployment(
+        _client(args).request("GET", f"/admin/models/{args.name}/deployment"), args.json
+    )
     return 0
 
 
@@ -100,21 +106,21 @@ def _set(args: argparse.Namespace, _: object) -> int:
         "reason": args.reason,
         "canary": None if args.canary is None else {"version": args.canary, "weight": args.weight},
     }
-    deployment = _client(args).request("PUT", f"/models/{args.name}/deployment", body)
+    deployment = _client(args).request("PUT", f"/admin/models/{args.name}/deployment", body)
     _print_deployment(deployment, args.json)
     return 0
 
 
 def _act(args: argparse.Namespace, _: object) -> int:
     deployment = _client(args).request(
-        "POST", f"/models/{args.name}/{args.action}", {"reason": args.reason}
+        "POST", f"/admin/models/{args.name}/{args.action}", {"reason": args.reason}
     )
     _print_deployment(deployment, args.json)
     return 0
 
 
 def _audit(args: argparse.Namespace, _: object) -> int:
-    path = "/audit" + (f"?model={args.name}" if args.name else "")
+    path = "/admin/audit" + (f"?model={args.name}" if args.name else "")
     report = _client(args).request("GET", path)
     if args.json:
         print(msgspec.json.encode(report).decode())
@@ -136,6 +142,44 @@ def _audit(args: argparse.Namespace, _: object) -> int:
         "removed, or the log was truncated there"
     )
     return 1
+
+
+def _drift(args: argparse.Namespace, _: object) -> int:
+    client = _client(args)
+    if args.version is None:
+        reports = client.request("GET", f"/v1/models/{args.name}/drift")
+    else:
+        reports = [client.request("GET", f"/v1/models/{args.name}/versions/{args.version}/drift")]
+    if args.json:
+        print(msgspec.json.encode(reports).decode())
+        return 0
+    for report in reports:
+        print(
+            f"{report['model']} version {report['version']}: {report['status']} "
+            f"(inputs {report['inputs']['status']}, outputs {report['outputs']['status']}; "
+            f"{report['inputs']['samples']} samples over {report['window_seconds']:.0f} s)"
+        )
+        rows = []
+        for direction in ("inputs", "outputs"):
+            verdicts = {a["name"]: a for a in report[direction]["assessment"]["features"]}
+            for stats in report[direction]["statistics"]:
+                verdict = verdicts.get(stats["name"], {})
+                rows.append(
+                    [
+                        direction[:-1],
+                        stats["name"],
+                        verdict.get("status", "-"),
+                        str(stats["count"]),
+                        *(_figure(stats.get(name)) for name in ("ks", "psi", "js", "mean_shift")),
+                        _figure(verdict.get("p_value")),
+                    ]
+                )
+        print_table(["", "FEATURE", "STATUS", "N", "KS", "PSI", "JS", "SHIFT", "P"], rows)
+    return 0
+
+
+def _figure(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "-"
 
 
 def _print_deployment(deployment: dict[str, Any], as_json: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
 import msgspec
@@ -26,8 +26,16 @@ class LoadedVersion(msgspec.Struct, frozen=True):
 class ModelRepository:
     """Loads versions from the registry on first use, verifying their sha256 first."""
 
-    def __init__(self, registry: ModelRegistry, executor: Executor, *, intra_op_threads: int):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        executor: Executor,
+        *,
+        intra_op_threads: int,
+        on_load: Callable[[Manifest], None] | None = None,
+    ):
         self.registry = registry
+        self._on_load = on_load
         self._executor = executor
         self._intra_op_threads = intra_op_threads
         self._loaded: dict[tuple[str, int], LoadedVersion] = {}
@@ -46,6 +54,8 @@ class ModelRepository:
         async with lock:
             if (found := self._loaded.get(key)) is None:
                 found = await asyncio.to_thread(self._load, name, version)
+                if self._on_load is not None:
+                    self._on_load(found.manifest)
                 self._loaded[key] = found
         return found
 

@@ -8,15 +8,11 @@ same policy, and the canary's share of distinct keys tracks its weight.
 
 from __future__ import annotations
 
-import hashlib
-import random
-
 import msgspec
 
 from gateway.errors import NotFoundError
+from monitor.sampling import bucket
 from registry.deployment import Deployment, basis_points
-
-BUCKETS = 10_000
 
 
 class Route(msgspec.Struct, frozen=True):
@@ -100,11 +96,3 @@ class Router:
         if policy is None:
             raise NotFoundError(f"model {model!r} is not registered")
         return policy
-
-
-def bucket(salt: str, key: str | None) -> int:
-    """The key's bucket in [0, 10,000): a stable hash, or a random draw without a key."""
-    if key is None:
-        return random.randrange(BUCKETS)  # noqa: S311 - a traffic split, not a secret
-    digest = hashlib.blake2b(f"{salt}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % BUCKETS

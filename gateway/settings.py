@@ -44,6 +44,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Copies waiting for shadow versions; beyond it copies are dropped and counted."""
     shadow_workers: Positive = 1
     """Concurrent shadow runs; shadows never take more than this from the primary."""
+    sample_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
+    """Fraction of requests whose features and outputs the drift monitor sees."""
+    drift_interval_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    """Between drift evaluations (alarm persistence counts evaluations)."""
+    drift_pane_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
+    """Width of a time pane, the grain at which workers' counts merge."""
+    drift_window_panes: Positive = 30
+    """Panes one drift evaluation covers (30 x 10 s: five minutes)."""
+    drift_window_rows: Positive = 2000
+    """Rows kept per version for exports (the sliding window of recent samples)."""
 
     @property
     def registry_path(self) -> Path:

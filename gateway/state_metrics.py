@@ -4,6 +4,7 @@ request path and never a stale value."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -12,15 +13,37 @@ from prometheus_client.registry import Collector
 from gateway.deployments import DeploymentManager
 from gateway.routing import Router
 from gateway.shadows import ShadowMirror
+from monitor.drift import DriftMonitor
+
+STATUS_CODES = {"ok": 0.0, "warn": 1.0, "drift": 2.0, "insufficient_data": -1.0}
+DRIFT_STATISTICS = (
+    "ks",
+    "psi",
+    "js",
+    "hellinger",
+    "wasserstein",
+    "mean_shift",
+    "chi_square",
+    "missing_rate",
+    "out_of_range_rate",
+    "unseen_rate",
+)
 
 
 class StateCollector(Collector):
     """Collects the state gauges of one gateway process."""
 
-    def __init__(self, router: Router, manager: DeploymentManager, mirror: ShadowMirror) -> None:
+    def __init__(
+        self,
+        router: Router,
+        manager: DeploymentManager,
+        mirror: ShadowMirror,
+        monitor: DriftMonitor,
+    ) -> None:
         self._router = router
         self._manager = manager
         self._mirror = mirror
+        self._monitor = monitor
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Build every family from the state as it is now."""
@@ -75,3 +98,44 @@ class StateCollector(Collector):
             if (mean := snapshot.mean_abs_diff) is not None:
                 difference.add_metric(labels, mean)
         yield from (agreement, difference, compared)
+        yield from self._drift()
+
+    def _drift(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        version_status = GaugeMetricFamily(
+            "driftgate_drift_version_status",
+            "Drift verdict of a version's inputs or outputs: 0 ok, 1 warn, 2 drift, "
+            "-1 insufficient data.",
+            labels=["model", "version", "direction"],
+        )
+        feature_status = GaugeMetricFamily(
+            "driftgate_drift_feature_status",
+            "Drift verdict of one feature (codes as above).",
+            labels=["model", "version", "feature"],
+        )
+        statistic = GaugeMetricFamily(
+            "driftgate_drift_statistic",
+            "A drift statistic of one feature over the window.",
+            labels=["model", "version", "feature", "statistic"],
+        )
+        samples = GaugeMetricFamily(
+            "driftgate_drift_window_samples",
+            "Sampled requests in the evaluated window.",
+            labels=["model", "version"],
+        )
+        for report in self._monitor.reports():
+            version = str(report.version)
+            samples.add_metric([report.model, version], report.inputs.samples)
+            for direction, part in (("input", report.inputs), ("output", report.outputs)):
+                version_status.add_metric(
+                    [report.model, version, direction], STATUS_CODES[part.status]
+                )
+                for assessment in part.assessment.features:
+                    feature_status.add_metric(
+                        [report.model, version, assessment.name], STATUS_CODES[assessment.status]
+                    )
+                for stats in part.statistics:
+                    for name in DRIFT_STATISTICS:
+                        figure = getattr(stats, name, None)
+                        if isinstance(figure, float) and math.isfinite(figure):
+                            statistic.add_metric([report.model, version, stats.name, name], figure)
+        yield from (version_status, feature_status, statistic, samples)

@@ -94,8 +94,7 @@ class DriftDetector:
                          significant.get(s.name, False))
             for s in statistics
         )  # fmt: skip
-        worst = max((f.status for f in features), key=_SEVERITY.__getitem__, default=None)
-        return DriftAssessment(status=worst or "insufficient_data", features=features)
+        return DriftAssessment(status=worst([f.status for f in features]), features=features)
 
     def _assess(
         self, s: FeatureStatistics, p_value: float | None, level: float, significant: bool
@@ -171,3 +170,8 @@ def _thresholds(s: FeatureStatistics, level: float) -> dict[str, float]:
             "chi_square": chi_square_threshold(s.chi_square_dof, level / 2),
         }
     return {"chi_square": chi_square_threshold(s.chi_square_dof, level)}
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    """The most severe of `statuses`; `insufficient_data` when there are none."""
+    return max(statuses, key=_SEVERITY.__getitem__, default="insufficient_data")

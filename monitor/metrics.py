@@ -19,13 +19,15 @@ UNROUTED = "_unrouted"  # model label of calls that never reached a model (unkno
 class RouteMetrics:
     """The cached label children of one (model, version, role)."""
 
-    __slots__ = ("_family", "_key", "_statuses", "latency")
+    __slots__ = ("_family", "_key", "_statuses", "latency", "samples", "samples_dropped")
 
     def __init__(self, family: GatewayMetrics, model: str, version: str, role: str) -> None:
         self._family = family
         self._key = (model, version, role)
         self._statuses: dict[int, Counter] = {}
         self.latency = family.latency.labels(model, version, role)
+        self.samples = family.samples.labels(model, version)
+        self.samples_dropped = family.samples_dropped.labels(model, version)
 
     def observe(self, status: int, seconds: float) -> None:
         """Count one finished call and its end-to-end latency."""

@@ -1,0 +1,50 @@
+"""`GET /v1/models/{name}/versions/{version}/drift`: the latest drift evaluation."""
+
+from __future__ import annotations
+
+from litestar import Router, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from gateway.errors import NotFoundError
+from monitor.drift import DriftMonitor, DriftReport
+from registry import InvalidNameError, parse_version
+
+
+@get(
+    "/models/{name:str}/versions/{version:str}/drift",
+    summary="Drift of a model version",
+    tags=["monitor"],
+)
+async def version_drift(
+    monitor: NamedDependency[DriftMonitor], name: FromPath[str], version: FromPath[str]
+) -> DriftReport:
+    """Per-feature statistics of the inputs and outputs over the window, with thresholds,
+    p-values, status (`ok`, `warn`, `drift`, `insufficient_data`), window size and span."""
+    try:
+        number = parse_version(version)
+    except InvalidNameError as exc:
+        raise NotFoundError(str(exc)) from exc
+    if monitor.window(name, number) is None:
+        raise NotFoundError(f"{name} version {number} is not being monitored (not loaded)")
+    report = monitor.report(name, number)
+    if report is None:
+        raise NotFoundError(
+            f"{name} version {number} has not been evaluated yet; evaluations run every "
+            f"{monitor.config.interval_seconds:g} s"
+        )
+    return report
+
+
+@get("/models/{name:str}/drift", summary="Drift of every monitored version", tags=["monitor"])
+async def model_drift(
+    monitor: NamedDependency[DriftMonitor], name: FromPath[str]
+) -> list[DriftReport]:
+    """The latest evaluation of each monitored version of a model, newest version first."""
+    reports = [report for report in monitor.reports() if report.model == name]
+    return sorted(reports, key=lambda report: -report.version)
+
+
+def drift_router() -> Router:
+    """The `/v1` monitor routes."""
+    return Router(path="/v1", route_handlers=[version_drift, model_drift])

@@ -1,0 +1,220 @@
+"""The drift monitor of a gateway process: sampled rows in, judged statistics out.
+
+The request path only offers a sample (a non-blocking put on a bounded queue; when full,
+the sample is dropped and counted). A consumer task turns samples into rows and updates the
+version's windows (numba kernels, microseconds per row). An evaluation task, on a fixed
+interval, merges the time panes of every process, computes the statistics and lets the
+detector judge them; persistence counts these evaluations, so the interval is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import msgspec
+import numpy as np
+
+from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status, worst
+from monitor.layout import FeatureStatistics
+from monitor.panes import PaneStore
+from monitor.sampling import RowExtractor
+from monitor.window import DriftWindow, merge
+from registry.manifest import Manifest
+
+logger = logging.getLogger(__name__)
+
+
+class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How much the monitor keeps and how often it judges."""
+
+    capacity: int = 2000  # rows in each version's sliding window (and export)
+    pane_seconds: float = 10.0  # width of a time pane: the grain of merging across workers
+    window_panes: int = 30  # panes a drift evaluation covers: 5 minutes by default
+    interval_seconds: float = 10.0  # between evaluations; `persistence` counts these
+    queue_size: int = 10_000  # samples waiting for the consumer; more are dropped
+    drift: DriftConfig = DriftConfig()
+
+
+class DirectionReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The inputs' or the outputs' verdict, with every feature's evidence."""
+
+    status: Status
+    samples: int
+    assessment: DriftAssessment
+    statistics: tuple[FeatureStatistics, ...]
+
+
+class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /v1/models/{name}/versions/{v}/drift`: the latest evaluation of a version."""
+
+    model: str
+    version: int
+    status: Status  # the worse of inputs and outputs
+    evaluated_at: float  # seconds since the epoch
+    window_start: float  # the oldest pane covered
+    window_end: float
+    window_seconds: float
+    inputs: DirectionReport
+    outputs: DirectionReport
+
+
+class Sample(msgspec.Struct, frozen=True):
+    """One sampled request, as the request path hands it over (no copy, no conversion)."""
+
+    model: str
+    version: int
+    inputs: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    request_id: str | None
+
+
+class VersionWatch:
+    """Windows, extractor and detectors of one model version."""
+
+    def __init__(self, manifest: Manifest, config: MonitorConfig) -> None:
+        self.manifest = manifest
+        self.inputs, self.outputs = (
+            DriftWindow(
+                profiles,
+                capacity=config.capacity,
+                pane_seconds=config.pane_seconds,
+                max_panes=config.window_panes + 1,
+            )
+            for profiles in (manifest.profile.features, manifest.profile.outputs)
+        )
+        self.extractor = RowExtractor(manifest, self.inputs.layout, self.outputs.layout)
+        self.detectors = {
+            "input": DriftDetector(config.drift),
+            "output": DriftDetector(config.drift),
+        }
+        self.report: DriftReport | None = None
+
+    def add(self, sample: Sample) -> None:
+        """Update both windows with one sample."""
+        self.inputs.update(self.extractor.input_rows(sample.inputs))
+        self.outputs.update(self.extractor.output_rows(sample.outputs))
+
+
+class DriftMonitor:
+    """Every watched version of one gateway process."""
+
+    def __init__(self, config: MonitorConfig, panes: PaneStore) -> None:
+        self.config = config
+        self.dropped = 0
+        self._panes = panes
+        self._watches: dict[tuple[str, int], VersionWatch] = {}
+        self._queue: asyncio.Queue[Sample] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Create the queue and start consuming and evaluating (inside the running loop)."""
+        self._queue = asyncio.Queue(self.config.queue_size)
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="driftgate-monitor-consume"),
+            asyncio.create_task(self._evaluate_forever(), name="driftgate-monitor"),
+        ]
+
+    async def close(self) -> None:
+        """Stop both tasks."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def watch(self, manifest: Manifest) -> None:
+        """Start watching a version (idempotent); called when it is loaded."""
+        key = (manifest.name, manifest.version)
+        if key not in self._watches:
+            self._watches[key] = VersionWatch(manifest, self.config)
+
+    def offer(self, sample: Sample) -> bool:
+        """Queue a sample without waiting; False (and counted) when the monitor is behind."""
+        if self._queue is None or (sample.model, sample.version) not in self._watches:
+            return False
+        try:
+            self._queue.put_nowait(sample)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until every queued sample is in its windows."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    def report(self, model: str, version: int) -> DriftReport | None:
+        """The latest evaluation of a version, if it was evaluated yet."""
+        watch = self._watches.get((model, version))
+        return watch.report if watch else None
+
+    def reports(self) -> list[DriftReport]:
+        """The latest evaluation of every watched version."""
+        return [watch.report for watch in self._watches.values() if watch.report is not None]
+
+    def window(self, model: str, version: int) -> VersionWatch | None:
+        """The windows of a version (for exports), if watched."""
+        return self._watches.get((model, version))
+
+    async def evaluate(self, now: float | None = None) -> list[DriftReport]:
+        """Evaluate every watched version now (the loop calls this on its interval)."""
+        now = time.time() if now is None else now
+        span = self.config.window_panes * self.config.pane_seconds
+        since = (now // self.config.pane_seconds) * self.config.pane_seconds - span
+        reports = []
+        for (model, version), watch in list(self._watches.items()):
+            directions = []
+            for direction, window in (("input", watch.inputs), ("output", watch.outputs)):
+                panes = await self._panes.exchange(
+                    (model, version, direction), window.layout, window.pane_counts(), since
+                )
+                counts = merge(panes) if panes else window.layout.empty()
+                statistics = window.layout.statistics(counts)
+                assessment = watch.detectors[direction].evaluate(statistics)
+                samples = int(counts.counts[0].sum()) if counts.counts.size else 0
+                directions.append(
+                    DirectionReport(
+                        status=assessment.status,
+                        samples=samples,
+                        assessment=assessment,
+                        statistics=statistics,
+                    )
+                )
+            inputs, outputs = directions
+            watch.report = DriftReport(
+                model=model,
+                version=version,
+                status=worst([inputs.status, outputs.status]),
+                evaluated_at=now,
+                window_start=since,
+                window_end=now,
+                window_seconds=now - since,
+                inputs=inputs,
+                outputs=outputs,
+            )
+            reports.append(watch.report)
+        return reports
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        while True:
+            sample = await self._queue.get()
+            try:
+                self._watches[(sample.model, sample.version)].add(sample)
+            except Exception:  # a malformed sample must not stop the monitor
+                logger.exception("could not add a sample of %s v%d", sample.model, sample.version)
+            finally:
+                self._queue.task_done()
+
+    async def _evaluate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.interval_seconds)
+            try:
+                await self.evaluate()
+            except Exception:
+                logger.exception("drift evaluation failed")

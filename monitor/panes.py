@@ -1,0 +1,111 @@
+"""Sharing time panes between workers and replicas, so drift is computed over all traffic.
+
+Counts over fixed bin edges add exactly, so merging is a sum. Each process publishes its
+own panes under its own name; whoever evaluates adds up every process's panes in the window.
+`LocalPanes` is the embedded default (one process: its panes are all there is);
+`RedisPanes` shares them through one Redis hash per model version and direction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from monitor.layout import WindowCounts, WindowLayout
+
+PaneKey = tuple[str, int, str]  # model, version, direction ("input" or "output")
+
+
+class PaneStore(Protocol):
+    """Where panes meet: publish this process's, read everyone's."""
+
+    async def exchange(
+        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
+    ) -> list[WindowCounts]:
+        """Publish `own` panes; return every process's panes that start at or after `since`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class LocalPanes:
+    """One process: the merged panes are this process's own."""
+
+    async def exchange(
+        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
+    ) -> list[WindowCounts]:
+        """This process's panes in the window."""
+        del key, layout
+        return [counts for start, counts in own.items() if start >= since]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisPanes:
+    """Panes of every process in a Redis hash `{prefix}panes:{model}:{version}:{direction}`
+    whose fields are `{pane start}:{process}`; fields older than the window are deleted."""
+
+    def __init__(self, url: str, *, prefix: str = "driftgate:", ttl_seconds: float = 3600) -> None:
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self._prefix = prefix
+        self._ttl = int(ttl_seconds)
+        self._process = f"{socket.gethostname()}-{os.getpid()}"
+
+    async def exchange(
+        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
+    ) -> list[WindowCounts]:
+        """Publish and read through Redis; unreachable Redis falls back to the local panes."""
+        name = f"{self._prefix}panes:{key[0]}:{key[1]}:{key[2]}"
+        fields = {
+            f"{start:.0f}:{self._process}": _encode(counts)
+            for start, counts in own.items()
+            if start >= since
+        }
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if fields:
+                    pipe.hset(name, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(name, self._ttl)
+                pipe.hgetall(name)
+                *_, stored = await pipe.execute()
+        except (RedisError, OSError):
+            return await LocalPanes().exchange(key, layout, own, since)
+        merged, stale = [], []
+        for field, value in stored.items():
+            start = float(field.split(b":", 1)[0])
+            if start >= since:
+                merged.append(_decode(value, layout))
+            else:
+                stale.append(field)
+        if stale:  # on failure: removed by the next exchange, or by the key's expiry
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.hdel(name, *stale)
+        return merged
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self._redis.aclose()
+
+
+def _encode(counts: WindowCounts) -> bytes:
+    return counts.counts.astype("<i8").tobytes() + counts.sums.astype("<f8").tobytes()
+
+
+def _decode(data: bytes, layout: WindowLayout) -> WindowCounts:
+    empty = layout.empty()
+    split = empty.counts.size * 8
+    counts = np.frombuffer(data[:split], dtype="<i8").reshape(empty.counts.shape)
+    sums = np.frombuffer(data[split:], dtype="<f8").reshape(empty.sums.shape)
+    return WindowCounts(counts.astype(np.int64), sums.astype(np.float64))
