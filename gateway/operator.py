@@ -27,7 +27,8 @@ class AdminClient:
         )
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the gateway (`/admin/...`, `/v1/...`); a non-2xx answer raises `AdminError` with its error text."""
+        """Call the gateway (`/admin/...`, `/v1/...`); a non-2xx answer raises `AdminError`
+        with its error text."""
         try:
             response = self._client.request(method, path, json=body)
         except httpx.TransportError as exc:
