@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint typecheck unit bench clean
+.PHONY: help serve test lint typecheck unit tools bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,8 +35,17 @@ lint: $(VENV)/.dev-installed ## ruff lint and format check
 typecheck: $(VENV)/.dev-installed ## mypy, strict on the packages
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev-installed ## pytest: unit, contract and end-to-end tests
+unit: $(VENV)/.dev-installed tools ## pytest: unit, contract and end-to-end tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# promtool and prometheus (alert rule tests, a real scrape) and redis-server, from Debian.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+tools: ## Install the Debian tools the tests run (prometheus, redis) when missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
+		&& command -v redis-server >/dev/null || { $(SUDO) apt-get update -q \
+		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends prometheus redis-server \
+		&& { $(SUDO) systemctl disable --now prometheus 2>/dev/null || true; }; }
 
 clean: ## Remove the virtual environment and caches (keeps .driftgate)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

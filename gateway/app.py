@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router
 from gateway.auth import TokenGuard, parse_tokens
+from gateway.components import drift_panes, monitor_config, runtime_builder, state_backend
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
 from gateway.drift_api import drift_router
@@ -29,10 +30,9 @@ from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
-from monitor.drift import DriftMonitor, MonitorConfig
+from monitor.drift import DriftMonitor
 from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
-from monitor.panes import LocalPanes, PaneStore, RedisPanes
 from registry import (
     InvalidModelError,
     InvalidNameError,
@@ -42,9 +42,7 @@ from registry import (
     RegistryError,
 )
 from registry.deployment import PolicyConflictError, PolicyError
-from registry.state import RevisionConflictError, StateBackend, StateUnavailableError
-from registry.state_embedded import EmbeddedState
-from registry.state_redis import RedisState
+from registry.state import RevisionConflictError, StateUnavailableError
 
 logger = logging.getLogger("driftgate")
 
@@ -67,18 +65,26 @@ def create_app(settings: Settings) -> Litestar:
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
     panes = drift_panes(settings)
     monitor = DriftMonitor(monitor_config(settings), panes)
+    metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     repository = ModelRepository(
-        registry, executor, intra_op_threads=settings.intra_op_threads, on_load=monitor.watch
+        registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
     )
     router = Router()
-    deployments = DeploymentManager(registry, repository, router, state_backend(settings))
+    deployments = DeploymentManager(
+        registry,
+        repository,
+        router,
+        state_backend(settings),
+        on_commit=lambda change: metrics.decisions.labels(
+            change.model, change.action, change.actor
+        ).inc(),
+    )
     mirror = ShadowMirror(
         repository,
         ShadowAgreement(),
         capacity=settings.shadow_queue_size,
         workers=settings.shadow_workers,
     )
-    metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     state_metrics = StateCollector(router, deployments, mirror, monitor)
     metrics.registry.register(state_metrics)
     dataplane = DataPlane(
@@ -134,28 +140,6 @@ def create_app(settings: Settings) -> Litestar:
             ),
         ),
     )
-
-
-def monitor_config(settings: Settings) -> MonitorConfig:
-    """The drift monitor's part of the settings."""
-    return MonitorConfig(
-        capacity=settings.drift_window_rows,
-        pane_seconds=settings.drift_pane_seconds,
-        window_panes=settings.drift_window_panes,
-        interval_seconds=settings.drift_interval_seconds,
-    )
-
-
-def drift_panes(settings: Settings) -> PaneStore:
-    """Panes merged through Redis when it is configured, else this process's own."""
-    return RedisPanes(settings.redis_url) if settings.redis_url else LocalPanes()
-
-
-def state_backend(settings: Settings) -> StateBackend:
-    """Redis when `redis_url` is set, else files under the data directory."""
-    if settings.redis_url:
-        return RedisState(settings.redis_url)
-    return EmbeddedState(settings.state_path)
 
 
 def app_from_environment() -> Litestar:

@@ -53,9 +53,13 @@ class DeploymentManager:
         repository: ModelRepository,
         router: Router,
         state: StateBackend,
+        *,
+        on_commit: Callable[[Change], None] | None = None,
     ) -> None:
+        """`on_commit` hears of every change this process commits (for metrics)."""
         self.registry = registry
         self.state = state
+        self._on_commit = on_commit
         self._repository = repository
         self._router = router
         self._locks: dict[str, asyncio.Lock] = {}
@@ -82,7 +86,7 @@ class DeploymentManager:
                 raise NotFoundError(f"model {model!r} is not registered")
             deployment = Deployment(model=model, stable=latest, revision=1)
             try:
-                await self.state.commit(
+                await self._commit(
                     Change(
                         model=model,
                         action="deployment.init",
@@ -148,7 +152,7 @@ class DeploymentManager:
         manifest = await asyncio.to_thread(
             self.registry.register, name, model_path, reference_path, actor=actor, **details
         )
-        await self.state.commit(
+        await self._commit(
             Change(
                 model=name,
                 action="model.register",
@@ -188,7 +192,7 @@ class DeploymentManager:
             )
             await self._validate(proposed)
             await self._load(proposed)  # a version that fails to load leaves the policy as is
-            await self.state.commit(
+            await self._commit(
                 Change(
                     model=model,
                     action=action,
@@ -202,6 +206,12 @@ class DeploymentManager:
             )
             await self._apply(proposed)
         return proposed
+
+    async def _commit(self, change: Change) -> AuditEntry:
+        entry = await self.state.commit(change)
+        if self._on_commit is not None:
+            self._on_commit(change)
+        return entry
 
     def _policy(self, model: str) -> Policy:
         policy = self._router.policy(model)

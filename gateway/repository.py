@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
 
 import msgspec
 
 from gateway.errors import NotFoundError, ServiceUnavailableError
-from gateway.runtime import OnnxRuntime, Runtime
+from gateway.runtime import Runtime
 from registry import IntegrityError, Manifest, ModelNotFoundError, ModelRegistry, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -29,15 +28,14 @@ class ModelRepository:
     def __init__(
         self,
         registry: ModelRegistry,
-        executor: Executor,
+        build: Callable[[Manifest, bytes], Runtime],
         *,
-        intra_op_threads: int,
         on_load: Callable[[Manifest], None] | None = None,
     ):
+        """`build` makes the runtime of a verified artifact (and warms it up)."""
         self.registry = registry
+        self._build = build
         self._on_load = on_load
-        self._executor = executor
-        self._intra_op_threads = intra_op_threads
         self._loaded: dict[tuple[str, int], LoadedVersion] = {}
         self._loading: dict[tuple[str, int], asyncio.Lock] = {}
 
@@ -85,9 +83,6 @@ class ModelRepository:
             raise ServiceUnavailableError(
                 f"{name} version {version} cannot be loaded: {exc}"
             ) from exc
-        runtime = OnnxRuntime(
-            model, manifest.signature, self._executor, intra_op_threads=self._intra_op_threads
-        )
-        runtime.warm_up()
+        runtime = self._build(manifest, model)
         logger.info("loaded %s version %d (sha256 %s)", name, version, manifest.sha256[:12])
         return LoadedVersion(manifest=manifest, runtime=runtime)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Protocol
 
@@ -32,11 +33,19 @@ class OnnxRuntime:
     """An ONNX Runtime session, created once per version and run in a worker thread."""
 
     def __init__(
-        self, model: bytes, signature: Signature, executor: Executor, *, intra_op_threads: int
+        self,
+        model: bytes,
+        signature: Signature,
+        executor: Executor,
+        *,
+        intra_op_threads: int,
+        observe: Callable[[int, float], None] | None = None,
     ) -> None:
+        """`observe(rows, seconds)` is told the size and duration of every run."""
         self._session = open_session(model, intra_op_threads=intra_op_threads)
         self._signature = signature
         self._executor = executor
+        self._observe = observe
 
     def warm_up(self) -> None:
         """Run one single-row batch so the first real request does not pay for allocation."""
@@ -59,10 +68,15 @@ class OnnxRuntime:
     ) -> list[np.ndarray]:
         """Run the session in the executor; model failures become `ModelRuntimeError`."""
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             results: list[np.ndarray] = await loop.run_in_executor(
                 self._executor, self._session.run, list(outputs), dict(inputs)
             )
         except Exception as exc:  # ORT raises its own exception types
             raise ModelRuntimeError(f"the model failed: {exc}") from exc
+        if self._observe is not None:
+            first = next(iter(inputs.values()), None)
+            rows = first.shape[0] if first is not None and first.ndim else 1
+            self._observe(rows, time.perf_counter() - started)
         return results

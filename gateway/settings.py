@@ -14,6 +14,18 @@ ENV_PREFIX = "DRIFTGATE_"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
+class Batching(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Dynamic batching of one model's versions (see gateway/batching.py)."""
+
+    max_batch_size: Positive = 1
+    """Rows per ONNX Runtime call; 1 turns batching off. Only for models whose rows are
+    independent (every input and output has a variable leading batch dimension)."""
+    max_queue_delay_ms: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    """Extra wait to fill a batch; 0 never waits (a lone request runs at once)."""
+    max_queued: Positive = 1024
+    """Requests waiting for a batch before new ones are refused with 503."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything the gateway can be configured with."""
 
@@ -44,6 +56,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Copies waiting for shadow versions; beyond it copies are dropped and counted."""
     shadow_workers: Positive = 1
     """Concurrent shadow runs; shadows never take more than this from the primary."""
+    batching: Batching = Batching()
+    """Batching of every model, unless `model_batching` names it."""
+    model_batching: dict[str, Batching] = {}
+    """Per-model batching, e.g. `DRIFTGATE_MODEL_BATCHING='{"demo": {"max_batch_size": 32}}'`."""
     sample_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
     """Fraction of requests whose features and outputs the drift monitor sees."""
     drift_interval_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
@@ -59,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def registry_path(self) -> Path:
         """Where model versions are stored."""
         return self.home / "models"
+
+    def batching_of(self, model: str) -> Batching:
+        """The batching settings of `model`."""
+        return self.model_batching.get(model, self.batching)
 
     @property
     def state_path(self) -> Path:
@@ -81,7 +101,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     fields = {field.name for field in msgspec.structs.fields(Settings)}
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX) and (name := key[len(ENV_PREFIX) :].lower()) in fields:
-            values[name] = value
+            values[name] = msgspec.json.decode(value) if name in _JSON_FIELDS else value
     values.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return msgspec.convert(values, Settings, strict=False, dec_hook=_decode_path)
@@ -112,6 +132,9 @@ def load_client_settings(
     return msgspec.convert(values, ClientSettings)
 
 
+_JSON_FIELDS = frozenset({"batching", "model_batching"})  # structured: JSON in the environment
+
+
 def _decode_path(kind: type, value: Any) -> Any:
     if kind is Path and isinstance(value, str | Path):
         return Path(value)
@@ -121,4 +144,9 @@ def _decode_path(kind: type, value: Any) -> Any:
 def settings_environ(settings: Settings) -> dict[str, str]:
     """`DRIFTGATE_*` variables that reproduce `settings` (to hand to worker processes)."""
     data = msgspec.to_builtins(settings, enc_hook=str)
-    return {f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in data.items()}
+    return {
+        f"{ENV_PREFIX}{key.upper()}": msgspec.json.encode(value).decode()
+        if key in _JSON_FIELDS
+        else str(value)
+        for key, value in data.items()
+    }

@@ -33,6 +33,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models.identity_model(root / "identity.onnx")
     models.identity_reference(root / "identity.parquet")
     models.lookup_model(root / "lookup.onnx")
+    models.passthrough_model(root / "passthrough.onnx")
     models.lookup_reference(root / "lookup.csv")
     train_demo_model(root / "demo")
     return root

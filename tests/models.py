@@ -74,6 +74,17 @@ def identity_model(path: Path) -> Path:
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
 
 
+def passthrough_model(path: Path) -> Path:
+    """`y = x` over x: FP32 [batch, width], both dimensions variable."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "passthrough",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "width"])],
+    )
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
 def lookup_model(path: Path) -> Path:
     """`value = table[index]` over a 3-entry table: an index past 2 fails inside the runtime."""
     graph = helper.make_graph(

@@ -1,0 +1,76 @@
+"""Builders of the gateway's collaborators from its settings (used by the app factory)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from gateway.batching import AdaptiveBatcher, batchable
+from gateway.runtime import OnnxRuntime, Runtime
+from gateway.settings import Settings
+from monitor.drift import MonitorConfig
+from monitor.metrics import GatewayMetrics
+from monitor.panes import LocalPanes, PaneStore, RedisPanes
+from registry import Manifest
+from registry.state import StateBackend
+from registry.state_embedded import EmbeddedState
+from registry.state_redis import RedisState
+
+
+def runtime_builder(
+    settings: Settings, executor: Executor, metrics: GatewayMetrics
+) -> Callable[[Manifest, bytes], Runtime]:
+    """How a verified artifact becomes a runtime: ONNX Runtime, batched when configured and
+    the signature allows it, observed by the metrics."""
+
+    def build(manifest: Manifest, model: bytes) -> Runtime:
+        labels = (manifest.name, str(manifest.version))
+        inference = metrics.inference_time.labels(*labels)
+        batch_rows = metrics.batch_size.labels(*labels)
+
+        def observe(rows: int, seconds: float) -> None:
+            inference.observe(seconds)
+            batch_rows.observe(rows)
+
+        runtime = OnnxRuntime(
+            model,
+            manifest.signature,
+            executor,
+            intra_op_threads=settings.intra_op_threads,
+            observe=observe,
+        )
+        runtime.warm_up()
+        batching = settings.batching_of(manifest.name)
+        if batching.max_batch_size <= 1 or not batchable(manifest.signature):
+            return runtime
+        return AdaptiveBatcher(
+            runtime,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay=batching.max_queue_delay_ms / 1000,
+            max_queued=batching.max_queued,
+            observe_queue=metrics.queue_time.labels(*labels).observe,
+        )
+
+    return build
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The drift monitor's part of the settings."""
+    return MonitorConfig(
+        capacity=settings.drift_window_rows,
+        pane_seconds=settings.drift_pane_seconds,
+        window_panes=settings.drift_window_panes,
+        interval_seconds=settings.drift_interval_seconds,
+    )
+
+
+def drift_panes(settings: Settings) -> PaneStore:
+    """Panes merged through Redis when it is configured, else this process's own."""
+    return RedisPanes(settings.redis_url) if settings.redis_url else LocalPanes()
+
+
+def state_backend(settings: Settings) -> StateBackend:
+    """Redis when `redis_url` is set, else files under the data directory."""
+    if settings.redis_url:
+        return RedisState(settings.redis_url)
+    return EmbeddedState(settings.state_path)
