@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from registry.deployment import PolicyConflictError, PolicyError
+from registry.errors import (
+    InvalidModelError,
+    InvalidNameError,
+    InvalidReferenceError,
+    ModelNotFoundError,
+)
+from registry.state import RevisionConflictError, StateUnavailableError
+
 
 class GatewayError(Exception):
     """Base class: `status_code` is the HTTP status, the message is the `error` text."""
@@ -43,3 +52,23 @@ class ModelRuntimeError(GatewayError):
     """The model itself failed while running on valid input."""
 
     status_code = 500
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status of an error the data or control plane raised (500 if unknown)."""
+    if isinstance(exc, GatewayError):
+        return exc.status_code
+    return next((code for kind, code in REGISTRY_STATUS if isinstance(exc, kind)), 500)
+
+
+# Registry errors as HTTP statuses: the caller's mistakes are 4xx, an unreachable state 503.
+REGISTRY_STATUS: list[tuple[type[Exception], int]] = [
+    (ModelNotFoundError, 404),
+    (InvalidNameError, 400),
+    (InvalidModelError, 400),
+    (InvalidReferenceError, 400),
+    (PolicyError, 400),
+    (PolicyConflictError, 409),
+    (RevisionConflictError, 409),
+    (StateUnavailableError, 503),
+]

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from litestar import Request, Response, Router, get, post
+from litestar import Response, Router, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
-from gateway.content import decode_body, parse_header_length
 from gateway.dataplane import DataPlane
 from gateway.protocol import (
     ErrorResponse,
-    InferenceResponse,
     ModelMetadata,
     ModelReady,
     ServerLive,
     ServerMetadata,
     ServerReady,
 )
-from gateway.settings import Settings
 
 HEADER_LENGTH = "inference-header-content-length"
 _ERRORS = {
@@ -86,46 +81,9 @@ async def model_ready(
     return Response(ModelReady(name=name, ready=True), status_code=HTTP_200_OK)
 
 
-@post(
-    ["/models/{name:str}/infer", "/models/{name:str}/versions/{version:str}/infer"],
-    summary="Inference",
-    description=_INFER_DESCRIPTION,
-    tags=["inference"],
-    status_code=HTTP_200_OK,
-    responses={200: ResponseSpec(data_container=InferenceResponse), **_ERRORS},
-)
-async def infer(
-    request: Request[Any, Any, Any],
-    dataplane: NamedDependency[DataPlane],
-    settings: NamedDependency[Settings],
-    name: FromPath[str],
-    version: FromPath[str | None] = None,
-) -> Response[bytes]:
-    """Run the model on the request's tensors (version from the path, else routed)."""
-    body = decode_body(
-        await request.body(), request.headers.get("content-encoding"), settings.max_request_bytes
-    )
-    header_length = parse_header_length(request.headers.get(HEADER_LENGTH))
-    result = await dataplane.infer(
-        name, version, body, header_length, request.headers.get("x-routing-key")
-    )
-    headers = {"x-driftgate-version": str(result.model_version), "x-driftgate-role": result.role}
-    if result.header_length is None:
-        return Response(result.body, media_type="application/json", headers=headers)
-    headers[HEADER_LENGTH] = str(result.header_length)
-    return Response(result.body, media_type="application/octet-stream", headers=headers)
-
-
 def inference_router() -> Router:
     """The `/v2` routes of the Open Inference Protocol."""
     return Router(
         path="/v2",
-        route_handlers=[
-            server_live,
-            server_ready,
-            server_metadata,
-            model_metadata,
-            model_ready,
-            infer,
-        ],
+        route_handlers=[server_live, server_ready, server_metadata, model_metadata, model_ready],
     )

@@ -161,3 +161,30 @@ def test_every_datatype_round_trips(client: Client, binary: bool) -> None:
             values = np.frombuffer(raw[offset : offset + size], array.dtype.newbyteorder("<"))
             offset += size
         assert list(values) == array.tolist(), datatype
+
+
+def test_openapi_documents_every_route(client: Client) -> None:
+    document = client.get("/docs/openapi.json").json()
+    paths = document["paths"]
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2",
+        "/v2/models/{name}",
+        "/v2/models/{name}/versions/{version}/ready",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}/infer",
+        "/admin/models/{name}/deployment",
+        "/admin/audit",
+        "/admin/status",
+        "/metrics",
+        "/v1/models/{name}/versions/{version}/drift",
+    ]:
+        assert path in paths, path
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InferenceRequest"
+    }
+    assert "InferenceRequest" in document["components"]["schemas"]
+    assert client.post("/v2/models/affine/infer", json={}).status_code == 400
+    assert client.get("/v2/models/affine/infer").status_code == 405
