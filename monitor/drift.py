@@ -20,7 +20,7 @@ import numpy as np
 
 from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status, worst
 from monitor.layout import FeatureStatistics
-from monitor.panes import PaneStore
+from monitor.panes import PaneStore, decode_counts, encode_counts
 from monitor.sampling import RowExtractor
 from monitor.window import DriftWindow, merge
 from registry.manifest import Manifest
@@ -170,10 +170,12 @@ class DriftMonitor:
         for (model, version), watch in list(self._watches.items()):
             directions = []
             for direction, window in (("input", watch.inputs), ("output", watch.outputs)):
+                own = {start: encode_counts(c) for start, c in window.pane_counts().items()}
                 panes = await self._panes.exchange(
-                    (model, version, direction), window.layout, window.pane_counts(), since
+                    f"drift:{model}:{version}:{direction}", own, since
                 )
-                counts = merge(panes) if panes else window.layout.empty()
+                decoded = [decode_counts(pane, window.layout) for pane in panes]
+                counts = merge(decoded) if decoded else window.layout.empty()
                 statistics = window.layout.statistics(counts)
                 assessment = watch.detectors[direction].evaluate(statistics)
                 samples = int(counts.counts[0].sum()) if counts.counts.size else 0

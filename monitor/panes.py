@@ -1,4 +1,4 @@
-"""Sharing time panes between workers and replicas, so drift is computed over all traffic.
+"""Sharing time panes between workers and replicas, so statistics cover all traffic.
 
 Counts over fixed bin edges add exactly, so merging is a sum. Each process publishes its
 own panes under its own name; whoever evaluates adds up every process's panes in the window.
@@ -20,15 +20,12 @@ from redis.exceptions import RedisError
 
 from monitor.layout import WindowCounts, WindowLayout
 
-PaneKey = tuple[str, int, str]  # model, version, direction ("input" or "output")
-
 
 class PaneStore(Protocol):
-    """Where panes meet: publish this process's, read everyone's."""
+    """Where panes meet: publish this process's, read everyone's. A pane is opaque bytes
+    (see `encode_counts`), named by what it counts (`key`) and when it starts."""
 
-    async def exchange(
-        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
-    ) -> list[WindowCounts]:
+    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
         """Publish `own` panes; return every process's panes that start at or after `since`."""
         ...
 
@@ -40,12 +37,10 @@ class PaneStore(Protocol):
 class LocalPanes:
     """One process: the merged panes are this process's own."""
 
-    async def exchange(
-        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
-    ) -> list[WindowCounts]:
+    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
         """This process's panes in the window."""
-        del key, layout
-        return [counts for start, counts in own.items() if start >= since]
+        del key
+        return [pane for start, pane in own.items() if start >= since]
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -63,15 +58,11 @@ class RedisPanes:
         self._ttl = int(ttl_seconds)
         self._process = f"{socket.gethostname()}-{os.getpid()}"
 
-    async def exchange(
-        self, key: PaneKey, layout: WindowLayout, own: Mapping[float, WindowCounts], since: float
-    ) -> list[WindowCounts]:
+    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
         """Publish and read through Redis; unreachable Redis falls back to the local panes."""
-        name = f"{self._prefix}panes:{key[0]}:{key[1]}:{key[2]}"
+        name = f"{self._prefix}panes:{key}"
         fields = {
-            f"{start:.0f}:{self._process}": _encode(counts)
-            for start, counts in own.items()
-            if start >= since
+            f"{start:.0f}:{self._process}": pane for start, pane in own.items() if start >= since
         }
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -81,12 +72,12 @@ class RedisPanes:
                 pipe.hgetall(name)
                 *_, stored = await pipe.execute()
         except (RedisError, OSError):
-            return await LocalPanes().exchange(key, layout, own, since)
+            return await LocalPanes().exchange(key, own, since)
         merged, stale = [], []
         for field, value in stored.items():
             start = float(field.split(b":", 1)[0])
             if start >= since:
-                merged.append(_decode(value, layout))
+                merged.append(value)
             else:
                 stale.append(field)
         if stale:  # on failure: removed by the next exchange, or by the key's expiry
@@ -99,11 +90,13 @@ class RedisPanes:
         await self._redis.aclose()
 
 
-def _encode(counts: WindowCounts) -> bytes:
+def encode_counts(counts: WindowCounts) -> bytes:
+    """A drift pane as bytes: its counts, then its sums, little-endian."""
     return counts.counts.astype("<i8").tobytes() + counts.sums.astype("<f8").tobytes()
 
 
-def _decode(data: bytes, layout: WindowLayout) -> WindowCounts:
+def decode_counts(data: bytes, layout: WindowLayout) -> WindowCounts:
+    """The drift pane `encode_counts` made, in `layout`'s shape."""
     empty = layout.empty()
     split = empty.counts.size * 8
     counts = np.frombuffer(data[:split], dtype="<i8").reshape(empty.counts.shape)

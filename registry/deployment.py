@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from registry.errors import RegistryError
+from registry.rollout import RolloutState
 
 Percent = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
 Version = Annotated[int, msgspec.Meta(ge=1)]
@@ -41,6 +42,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     stable: Version
     canary: Canary | None = None
     shadows: tuple[Shadow, ...] = ()
+    rollout: RolloutState | None = None
     revision: int = 0
 
     def routed_versions(self) -> set[int]:
