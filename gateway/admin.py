@@ -17,12 +17,14 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from gateway.auth import TokenGuard, actor_of
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager, DeploymentSpec
-from gateway.errors import BadRequestError
+from gateway.errors import BadRequestError, NotFoundError
+from gateway.rollouts import RolloutController
 from registry import Manifest
 from registry.audit import AuditEntry, verify_chain
 from registry.deployment import Deployment
 from registry.manifest import parse_pairs
 from registry.names import validate_model_name
+from registry.rollout import RolloutConfig, RolloutState
 
 Manager = NamedDependency[DeploymentManager]
 
@@ -132,6 +134,53 @@ async def upload_version(
         )
 
 
+class RolloutStart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /admin/models/{name}/rollout`: which version, how, and why."""
+
+    version: int
+    config: RolloutConfig = RolloutConfig()
+    reason: str = ""
+
+
+@post("/models/{name:str}/rollout", summary="Start a rollout", status_code=HTTP_201_CREATED)
+async def start_rollout(
+    request: Request[Any, Any, Any],
+    controller: NamedDependency[RolloutController],
+    name: FromPath[str],
+    data: JSONBody[RolloutStart],
+) -> Deployment:
+    """The version becomes the canary at the first step's weight; the controller judges it
+    every interval and steps it up, promotes it, or rolls it back."""
+    return await controller.begin(name, data.version, data.config, actor_of(request), data.reason)
+
+
+@get("/models/{name:str}/rollout", summary="A rollout's state")
+async def rollout_status(manager: Manager, name: FromPath[str]) -> RolloutState:
+    """Status, step, failures, and the last evaluation with every gate's evidence."""
+    deployment = await manager.get(name)
+    if deployment.rollout is None:
+        raise NotFoundError(f"{name} has had no rollout")
+    return deployment.rollout
+
+
+@post(
+    "/models/{name:str}/rollout/{action:str}",
+    summary="Pause, resume or abort a rollout",
+    status_code=HTTP_200_OK,
+)
+async def steer_rollout(
+    request: Request[Any, Any, Any],
+    controller: NamedDependency[RolloutController],
+    name: FromPath[str],
+    action: FromPath[str],
+    data: JSONBody[Reason | None] = None,
+) -> Deployment:
+    """`pause` holds the weight, `resume` goes on, `abort` sends the canary no traffic."""
+    if action not in ("pause", "resume", "abort"):
+        raise NotFoundError(f"no rollout action {action!r}: use pause, resume or abort")
+    return await controller.steer(name, action, actor_of(request), data.reason if data else "")
+
+
 @get("/audit", summary="The audit log")
 async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditReport:
     """Every change, oldest first, with the result of verifying the hash chain."""
@@ -178,6 +227,9 @@ def admin_router(guard: TokenGuard, *, max_upload_bytes: int) -> Router:
         tags=["admin"],
         security=[{"bearer": []}],
         route_handlers=[
+            start_rollout,
+            rollout_status,
+            steer_rollout,
             read_deployment,
             write_deployment,
             promote,

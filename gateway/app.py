@@ -16,16 +16,23 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router
 from gateway.auth import TokenGuard, parse_tokens
-from gateway.components import drift_panes, monitor_config, runtime_builder, state_backend
+from gateway.components import (
+    drift_panes,
+    leadership,
+    monitor_config,
+    runtime_builder,
+    state_backend,
+)
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
-from gateway.drift_api import drift_router
 from gateway.errors import GatewayError, status_of
 from gateway.fast_infer import FastInfer
 from gateway.http import inference_router
 from gateway.infer_docs import document_infer
+from gateway.monitor_api import monitor_router
 from gateway.protocol import ErrorResponse
 from gateway.repository import ModelRepository
+from gateway.rollouts import RolloutController
 from gateway.routing import Router
 from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
@@ -33,8 +40,10 @@ from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
 from monitor.drift import DriftMonitor
+from monitor.feedback import PredictionLog
 from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
+from monitor.traffic import TrafficPanes
 from registry import (
     ModelRegistry,
     RegistryError,
@@ -49,7 +58,9 @@ def create_app(settings: Settings) -> FastInfer:
     registry = ModelRegistry(settings.registry_path)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
     panes = drift_panes(settings)
-    monitor = DriftMonitor(monitor_config(settings), panes)
+    config = monitor_config(settings)
+    traffic = TrafficPanes(pane_seconds=config.pane_seconds, max_panes=config.window_panes + 1)
+    monitor = DriftMonitor(config, panes, PredictionLog(traffic))
     metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     repository = ModelRepository(
         registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
@@ -79,8 +90,10 @@ def create_app(settings: Settings) -> FastInfer:
         mirror=mirror,
         metrics=metrics,
         monitor=monitor,
+        traffic=traffic,
         sample_rate=settings.sample_rate,
     )
+    controller = RolloutController(deployments, monitor, traffic, panes, leadership(settings))
     guard = TokenGuard(parse_tokens(settings.tokens))
 
     async def start_monitor() -> None:
@@ -88,6 +101,7 @@ def create_app(settings: Settings) -> FastInfer:
         await monitor.start()
 
     async def shutdown() -> None:
+        await controller.close()
         await monitor.close()
         await panes.close()
         await mirror.close()
@@ -99,15 +113,22 @@ def create_app(settings: Settings) -> FastInfer:
             inference_router(),
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
             metrics_endpoint(metrics.registry, state_metrics),
-            drift_router(),
+            monitor_router(),
         ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),
             "manager": Provide(lambda: deployments, use_cache=True, sync_to_thread=False),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
             "monitor": Provide(lambda: monitor, use_cache=True, sync_to_thread=False),
+            "controller": Provide(lambda: controller, use_cache=True, sync_to_thread=False),
         },
-        on_startup=[start_monitor, mirror.start, deployments.start, document_infer],
+        on_startup=[
+            start_monitor,
+            mirror.start,
+            deployments.start,
+            controller.start,
+            document_infer,
+        ],
         on_shutdown=[shutdown],
         exception_handlers={
             GatewayError: _gateway_error,

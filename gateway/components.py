@@ -6,6 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 
 from gateway.batching import AdaptiveBatcher, batchable
+from gateway.leadership import FileLeadership, Leadership, RedisLeadership
 from gateway.runtime import OnnxRuntime, Runtime
 from gateway.settings import Settings
 from monitor.drift import MonitorConfig
@@ -74,3 +75,10 @@ def state_backend(settings: Settings) -> StateBackend:
     if settings.redis_url:
         return RedisState(settings.redis_url)
     return EmbeddedState(settings.state_path)
+
+
+def leadership(settings: Settings) -> Leadership:
+    """Who runs the rollout controller: a Redis lease, else a lock file under the data dir."""
+    if settings.redis_url:
+        return RedisLeadership(settings.redis_url)
+    return FileLeadership(settings.state_path / "controller.lock")

@@ -20,6 +20,7 @@ from gateway.tensors import decode_request, encode_response, input_arrays, reque
 from monitor.drift import DriftMonitor, Sample
 from monitor.metrics import UNROUTED, GatewayMetrics
 from monitor.sampling import is_sampled
+from monitor.traffic import TrafficPanes
 from registry import InvalidNameError, TensorSpec, parse_version
 
 PLATFORM = "onnx_onnxv1"
@@ -54,6 +55,7 @@ class DataPlane:
         mirror: ShadowMirror,
         metrics: GatewayMetrics,
         monitor: DriftMonitor,
+        traffic: TrafficPanes,
         sample_rate: float,
     ) -> None:
         self.repository = repository
@@ -62,6 +64,7 @@ class DataPlane:
         self.mirror = mirror
         self.metrics = metrics
         self.monitor = monitor
+        self.traffic = traffic
         self.sample_rate = sample_rate
 
     def server_metadata(self) -> ServerMetadata:
@@ -121,11 +124,17 @@ class DataPlane:
                 sample = Sample(name, route.version, tensors.inputs, tensors.results, request.id)
                 offered = self.monitor.offer(sample)
                 (route_metrics.samples if offered else route_metrics.samples_dropped).inc()
-            route_metrics.observe(200, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            route_metrics.observe(200, seconds)
+            self.traffic.record(name, route.version, 200, seconds)
             return result
         except GatewayError as exc:
-            route_metrics = route_metrics or self.metrics.route(UNROUTED, 0, "")
-            route_metrics.observe(exc.status_code, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            if route_metrics is None:
+                self.metrics.route(UNROUTED, 0, "").observe(exc.status_code, seconds)
+            else:
+                route_metrics.observe(exc.status_code, seconds)
+                self.traffic.record(name, route.version, exc.status_code, seconds)
             raise
         finally:
             self.metrics.in_flight.dec()

@@ -121,7 +121,7 @@ class DeploymentManager:
                 revision=current.revision,
             )
 
-        return await self._change(model, "deployment.set", actor, spec.reason, replace)
+        return await self.change(model, "deployment.set", actor, spec.reason, replace)
 
     async def promote(self, model: str, actor: str, reason: str = "") -> Deployment:
         """Make the canary the stable version."""
@@ -131,7 +131,7 @@ class DeploymentManager:
                 raise PolicyConflictError(f"model {model!r} has no canary to promote")
             return msgspec.structs.replace(current, stable=current.canary.version, canary=None)
 
-        return await self._change(model, "deployment.promote", actor, reason, promote)
+        return await self.change(model, "deployment.promote", actor, reason, promote)
 
     async def rollback(self, model: str, actor: str, reason: str = "") -> Deployment:
         """Send the canary no traffic, at once."""
@@ -143,7 +143,7 @@ class DeploymentManager:
                 current, canary=Canary(version=current.canary.version, weight=0.0)
             )
 
-        return await self._change(model, "deployment.rollback", actor, reason, roll_back)
+        return await self.change(model, "deployment.rollback", actor, reason, roll_back)
 
     async def register(
         self, name: str, model_path: Path, reference_path: Path, *, actor: str, **details: Any
@@ -171,7 +171,7 @@ class DeploymentManager:
         """Every deployment in force in this process."""
         return {name: policy.deployment for name, policy in self._router.policies().items()}
 
-    async def _change(
+    async def change(
         self,
         model: str,
         action: str,
@@ -179,6 +179,8 @@ class DeploymentManager:
         reason: str,
         edit: Callable[[Deployment], Deployment],
     ) -> Deployment:
+        """Edit the deployment of `model` in one audited, compare-and-set step: `edit` gets
+        the current deployment and returns the next (its revision is set here)."""
         await self.ensure(model)
         async with self._lock(model):
             applied = self._policy(model).deployment

@@ -43,7 +43,9 @@ class AdminClient:
 
 
 def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add `traffic` and `audit` to the CLI's subcommands."""
+    """Add `traffic`, `rollout`, `drift` and `audit` to the CLI's subcommands."""
+    from gateway.rollout_cli import add_rollout_commands
+
     client = argparse.ArgumentParser(add_help=False, parents=[common])
     client.add_argument("--url", help="gateway URL (default $DRIFTGATE_URL or 127.0.0.1:8000)")
     client.add_argument("--token", help="admin token (default $DRIFTGATE_TOKEN)")
@@ -73,6 +75,7 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
         parser.add_argument("name")
         parser.add_argument("--reason", default="", help="why (recorded in the audit log)")
         parser.set_defaults(command=_act, action=action)
+    add_rollout_commands(commands, client)
     drift = commands.add_parser("drift", parents=[client], help="a model's drift statistics")
     drift.add_argument("name")
     drift.add_argument("--version", type=int, help="one version (default: every monitored one)")
@@ -83,13 +86,13 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     audit.set_defaults(command=_audit)
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
+def admin_client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(load_client_settings(url=args.url, token=args.token))
 
 
 def _show(args: argparse.Namespace, _: object) -> int:
-    _print_deployment(
-        _client(args).request("GET", f"/admin/models/{args.name}/deployment"), args.json
+    print_deployment(
+        admin_client(args).request("GET", f"/admin/models/{args.name}/deployment"), args.json
     )
     return 0
 
@@ -107,22 +110,22 @@ def _set(args: argparse.Namespace, _: object) -> int:
         "reason": args.reason,
         "canary": None if args.canary is None else {"version": args.canary, "weight": args.weight},
     }
-    deployment = _client(args).request("PUT", f"/admin/models/{args.name}/deployment", body)
-    _print_deployment(deployment, args.json)
+    deployment = admin_client(args).request("PUT", f"/admin/models/{args.name}/deployment", body)
+    print_deployment(deployment, args.json)
     return 0
 
 
 def _act(args: argparse.Namespace, _: object) -> int:
-    deployment = _client(args).request(
+    deployment = admin_client(args).request(
         "POST", f"/admin/models/{args.name}/{args.action}", {"reason": args.reason}
     )
-    _print_deployment(deployment, args.json)
+    print_deployment(deployment, args.json)
     return 0
 
 
 def _audit(args: argparse.Namespace, _: object) -> int:
     path = "/admin/audit" + (f"?model={args.name}" if args.name else "")
-    report = _client(args).request("GET", path)
+    report = admin_client(args).request("GET", path)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:
@@ -146,7 +149,7 @@ def _audit(args: argparse.Namespace, _: object) -> int:
 
 
 def _drift(args: argparse.Namespace, _: object) -> int:
-    client = _client(args)
+    client = admin_client(args)
     if args.version is None:
         reports = client.request("GET", f"/v1/models/{args.name}/drift")
     else:
@@ -183,7 +186,7 @@ def _figure(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, int | float) else "-"
 
 
-def _print_deployment(deployment: dict[str, Any], as_json: bool) -> None:
+def print_deployment(deployment: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(msgspec.json.encode(deployment).decode())
         return

@@ -63,8 +63,16 @@ class ShadowAgreement:
             else:
                 labels += ours.size
                 labels_equal += int(np.count_nonzero(ours == theirs))
-        self._add(model, version, comparisons=1, labels=labels, labels_equal=labels_equal,
-                  values=values, abs_diff_sum=abs_sum, rel_diff_sum=rel_sum)  # fmt: skip
+        self._add(
+            model,
+            version,
+            comparisons=1,
+            labels=labels,
+            labels_equal=labels_equal,
+            values=values,
+            abs_diff_sum=abs_sum,
+            rel_diff_sum=rel_sum,
+        )
 
     def record_error(self, model: str, version: int) -> None:
         """Count a shadow run that failed."""
@@ -78,9 +86,16 @@ class ShadowAgreement:
     def _add(self, model: str, version: int, **increments: float) -> None:
         with self._lock:
             current = self._totals.get((model, version)) or AgreementSnapshot(
-                model=model, version=version, comparisons=0, errors=0, labels=0,
-                labels_equal=0, values=0, abs_diff_sum=0.0, rel_diff_sum=0.0,
-            )  # fmt: skip
+                model=model,
+                version=version,
+                comparisons=0,
+                errors=0,
+                labels=0,
+                labels_equal=0,
+                values=0,
+                abs_diff_sum=0.0,
+                rel_diff_sum=0.0,
+            )
             self._totals[(model, version)] = msgspec.structs.replace(
                 current,
                 **{key: getattr(current, key) + value for key, value in increments.items()},

@@ -90,10 +90,14 @@ class DriftDetector:
                     p_values[s.name] = p_value
         levels, significant = _correct(p_values, self.config)
         features = tuple(
-            self._assess(s, p_values.get(s.name), levels.get(s.name, math.nan),
-                         significant.get(s.name, False))
+            self._assess(
+                s,
+                p_values.get(s.name),
+                levels.get(s.name, math.nan),
+                significant.get(s.name, False),
+            )
             for s in statistics
-        )  # fmt: skip
+        )
         return DriftAssessment(status=worst([f.status for f in features]), features=features)
 
     def _assess(
@@ -158,8 +162,9 @@ def _correct(
         divisor = tested - rank if config.correction == "holm" else tested
         levels[name] = config.alpha / divisor
         rejecting = rejecting and p_values[name] <= levels[name]
-        significant[name] = rejecting if config.correction == "holm" else (
-            p_values[name] <= levels[name])  # fmt: skip
+        significant[name] = (
+            rejecting if config.correction == "holm" else (p_values[name] <= levels[name])
+        )
     return levels, significant
 
 

@@ -19,7 +19,8 @@ import msgspec
 import numpy as np
 
 from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status, worst
-from monitor.layout import FeatureStatistics
+from monitor.feedback import PredictionLog
+from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
 from monitor.panes import PaneStore, decode_counts, encode_counts
 from monitor.sampling import RowExtractor
 from monitor.window import DriftWindow, merge
@@ -102,8 +103,12 @@ class VersionWatch:
 class DriftMonitor:
     """Every watched version of one gateway process."""
 
-    def __init__(self, config: MonitorConfig, panes: PaneStore) -> None:
+    def __init__(
+        self, config: MonitorConfig, panes: PaneStore, predictions: PredictionLog | None = None
+    ) -> None:
+        """`predictions` remembers sampled predictions for label feedback."""
         self.config = config
+        self.predictions = predictions
         self.dropped = 0
         self._panes = panes
         self._watches: dict[tuple[str, int], VersionWatch] = {}
@@ -161,6 +166,25 @@ class DriftMonitor:
         """The windows of a version (for exports), if watched."""
         return self._watches.get((model, version))
 
+    async def merged_outputs(
+        self, model: str, version: int, since: float
+    ) -> tuple[WindowLayout, WindowCounts] | None:
+        """A version's output counts since `since`, over every process's panes."""
+        watch = self._watches.get((model, version))
+        if watch is None:
+            return None
+        return watch.outputs.layout, await self._merged(
+            watch.outputs, model, version, "output", since
+        )
+
+    async def _merged(
+        self, window: DriftWindow, model: str, version: int, direction: str, since: float
+    ) -> WindowCounts:
+        own = {start: encode_counts(counts) for start, counts in window.pane_counts().items()}
+        panes = await self._panes.exchange(f"drift:{model}:{version}:{direction}", own, since)
+        decoded = [decode_counts(pane, window.layout) for pane in panes]
+        return merge(decoded) if decoded else window.layout.empty()
+
     async def evaluate(self, now: float | None = None) -> list[DriftReport]:
         """Evaluate every watched version now (the loop calls this on its interval)."""
         now = time.time() if now is None else now
@@ -170,12 +194,7 @@ class DriftMonitor:
         for (model, version), watch in list(self._watches.items()):
             directions = []
             for direction, window in (("input", watch.inputs), ("output", watch.outputs)):
-                own = {start: encode_counts(c) for start, c in window.pane_counts().items()}
-                panes = await self._panes.exchange(
-                    f"drift:{model}:{version}:{direction}", own, since
-                )
-                decoded = [decode_counts(pane, window.layout) for pane in panes]
-                counts = merge(decoded) if decoded else window.layout.empty()
+                counts = await self._merged(window, model, version, direction, since)
                 statistics = window.layout.statistics(counts)
                 assessment = watch.detectors[direction].evaluate(statistics)
                 samples = int(counts.counts[0].sum()) if counts.counts.size else 0
@@ -207,7 +226,10 @@ class DriftMonitor:
         while True:
             sample = await self._queue.get()
             try:
-                self._watches[(sample.model, sample.version)].add(sample)
+                watch = self._watches[(sample.model, sample.version)]
+                watch.add(sample)
+                if self.predictions is not None and sample.request_id is not None:
+                    self.predictions.remember(sample.request_id, watch.manifest, sample.outputs)
             except Exception:  # a malformed sample must not stop the monitor
                 logger.exception("could not add a sample of %s v%d", sample.model, sample.version)
             finally:

@@ -157,24 +157,46 @@ def warm_up() -> None:
     counts, sums = np.zeros((2, 4), dtype=np.int64), np.zeros((2, 2))
     window_update(
         np.array([[0.5, 1.0], [np.nan, 5.0], [2.0, 0.0]]),
-        kinds=kinds, sizes=sizes, edges=np.array([edges, edges]), centers=np.zeros(2),
-        inv_scales=np.ones(2), raw=np.zeros((2, 2)), codes=np.zeros((2, 2), dtype=np.int32),
-        counts=counts, sums=sums, pane_counts=counts.copy(), pane_sums=sums.copy(), head=0,
+        kinds=kinds,
+        sizes=sizes,
+        edges=np.array([edges, edges]),
+        centers=np.zeros(2),
+        inv_scales=np.ones(2),
+        raw=np.zeros((2, 2)),
+        codes=np.zeros((2, 2), dtype=np.int32),
+        counts=counts,
+        sums=sums,
+        pane_counts=counts.copy(),
+        pane_sums=sums.copy(),
+        head=0,
         filled=0,
-    )  # fmt: skip
+    )
     one, maps = np.array([0]), np.array([[0, 1, 2]])
     reference = np.array([[1.0, 2.0, 3.0]])
     divergences.numeric_statistics(
-        counts, one, sizes=sizes, ks_map=maps, ks_reference=reference, ks_points=reference,
-        coarse_map=maps, coarse_reference=reference, sums=sums, inv_scales=np.ones(2),
-        pseudo_count=0.5, min_expected=5.0,
-    )  # fmt: skip
+        counts,
+        one,
+        sizes=sizes,
+        ks_map=maps,
+        ks_reference=reference,
+        ks_points=reference,
+        coarse_map=maps,
+        coarse_reference=reference,
+        sums=sums,
+        inv_scales=np.ones(2),
+        pseudo_count=0.5,
+        min_expected=5.0,
+    )
     divergences.categorical_statistics(
         counts, one + 1, sizes=sizes, reference=reference, pseudo_count=0.5, min_expected=5.0
     )
     row = reference[0]
-    for kernel in (divergences.ks_statistic, divergences.js_divergence, divergences.hellinger,
-                   divergences.chi_square):  # fmt: skip
+    for kernel in (
+        divergences.ks_statistic,
+        divergences.js_divergence,
+        divergences.hellinger,
+        divergences.chi_square,
+    ):
         kernel(row, row)
     divergences.psi(row, row, 0.5)
     divergences.wasserstein(row, row, row)

@@ -108,17 +108,23 @@ class WindowLayout:
         bins = [_numeric_bins(p) if isinstance(p, NumericProfile) else None for p in self.profiles]
         self.kinds = np.array([CATEGORICAL if b is None else NUMERIC for b in bins], dtype=np.int64)
         self.sizes = np.array(
-            [len(self._categories[p.name]) if b is None else b.union.size
-             for p, b in zip(self.profiles, bins, strict=True)], dtype=np.int64,
-        )  # fmt: skip
+            [
+                len(self._categories[p.name]) if b is None else b.union.size
+                for p, b in zip(self.profiles, bins, strict=True)
+            ],
+            dtype=np.int64,
+        )
         self.slots = int(self.sizes.max(initial=0)) + 2
         self.edges = _pad([np.empty(0) if b is None else b.union for b in bins], np.inf)
         self.centers = np.array([getattr(p, "mean", 0.0) for p in self.profiles], dtype=float)
         # A constant reference feature has std 0: measure its moments in raw units instead.
         self.inv_scales = np.array(
-            [1.0 / p.std if isinstance(p, NumericProfile) and p.std > 0 else 1.0
-             for p in self.profiles], dtype=float,
-        )  # fmt: skip
+            [
+                1.0 / p.std if isinstance(p, NumericProfile) and p.std > 0 else 1.0
+                for p in self.profiles
+            ],
+            dtype=float,
+        )
         self._numeric = np.flatnonzero(self.kinds == NUMERIC).astype(np.int64)
         numeric_bins = [b for b in bins if b is not None]
         self._ks_map = _pad([b.ks_map for b in numeric_bins], 0).astype(np.int64)
@@ -155,41 +161,64 @@ class WindowLayout:
     def statistics(self, counts: WindowCounts) -> tuple[FeatureStatistics, ...]:
         """Every feature's statistics from `counts` in this layout, in feature order."""
         numeric = dv.numeric_statistics(
-            counts.counts, self._numeric, sizes=self.sizes, ks_map=self._ks_map,
-            ks_reference=self._ks_reference, ks_points=self._ks_points,
-            coarse_map=self._coarse_map, coarse_reference=self._coarse_reference,
-            sums=counts.sums, inv_scales=self.inv_scales, pseudo_count=PSI_PSEUDO_COUNT,
+            counts.counts,
+            self._numeric,
+            sizes=self.sizes,
+            ks_map=self._ks_map,
+            ks_reference=self._ks_reference,
+            ks_points=self._ks_points,
+            coarse_map=self._coarse_map,
+            coarse_reference=self._coarse_reference,
+            sums=counts.sums,
+            inv_scales=self.inv_scales,
+            pseudo_count=PSI_PSEUDO_COUNT,
             min_expected=MIN_EXPECTED,
-        )  # fmt: skip
+        )
         categorical = dv.categorical_statistics(
-            counts.counts, self._categorical, sizes=self.sizes,
-            reference=self._categorical_reference, pseudo_count=PSI_PSEUDO_COUNT,
+            counts.counts,
+            self._categorical,
+            sizes=self.sizes,
+            reference=self._categorical_reference,
+            pseudo_count=PSI_PSEUDO_COUNT,
             min_expected=MIN_EXPECTED,
-        )  # fmt: skip
+        )
         result: dict[int, FeatureStatistics] = {}
         for feature, row in zip(self._numeric.tolist(), numeric.tolist(), strict=True):
             profile = self.profiles[feature]
             assert isinstance(profile, NumericProfile)
             result[feature] = NumericStatistics(
-                name=profile.name, count=int(row[dv.COUNT]), reference_count=profile.count,
+                name=profile.name,
+                count=int(row[dv.COUNT]),
+                reference_count=profile.count,
                 missing_rate=_rate(row[dv.MISSING], row[dv.COUNT] + row[dv.MISSING]),
-                out_of_range_rate=_rate(row[dv.OUTSIDE], row[dv.COUNT]), ks=row[dv.KS],
-                psi=row[dv.PSI], psi_bins=sum(1 for c in profile.coarse_counts if c > 0),
-                js=row[dv.JS], hellinger=row[dv.HELLINGER], wasserstein=row[dv.WASSERSTEIN],
-                mean_shift=row[dv.MEAN_SHIFT], std_ratio=row[dv.STD_RATIO],
-                chi_square=row[dv.CHI_SQUARE], chi_square_dof=int(row[dv.CHI_SQUARE_DOF]),
-            )  # fmt: skip
+                out_of_range_rate=_rate(row[dv.OUTSIDE], row[dv.COUNT]),
+                ks=row[dv.KS],
+                psi=row[dv.PSI],
+                psi_bins=sum(1 for c in profile.coarse_counts if c > 0),
+                js=row[dv.JS],
+                hellinger=row[dv.HELLINGER],
+                wasserstein=row[dv.WASSERSTEIN],
+                mean_shift=row[dv.MEAN_SHIFT],
+                std_ratio=row[dv.STD_RATIO],
+                chi_square=row[dv.CHI_SQUARE],
+                chi_square_dof=int(row[dv.CHI_SQUARE_DOF]),
+            )
         for feature, row in zip(self._categorical.tolist(), categorical.tolist(), strict=True):
             profile = self.profiles[feature]
             assert isinstance(profile, CategoricalProfile)
             result[feature] = CategoricalStatistics(
-                name=profile.name, count=int(row[dv.COUNT]), reference_count=profile.count,
+                name=profile.name,
+                count=int(row[dv.COUNT]),
+                reference_count=profile.count,
                 missing_rate=_rate(row[dv.MISSING], row[dv.COUNT] + row[dv.MISSING]),
                 unseen_rate=_rate(row[dv.OUTSIDE], row[dv.COUNT]),
-                chi_square=row[dv.CHI_SQUARE], chi_square_dof=int(row[dv.CHI_SQUARE_DOF]),
-                psi=row[dv.PSI], psi_bins=len(profile.frequencies), js=row[dv.JS],
+                chi_square=row[dv.CHI_SQUARE],
+                chi_square_dof=int(row[dv.CHI_SQUARE_DOF]),
+                psi=row[dv.PSI],
+                psi_bins=len(profile.frequencies),
+                js=row[dv.JS],
                 hellinger=row[dv.HELLINGER],
-            )  # fmt: skip
+            )
         return tuple(result[feature] for feature in range(len(self.profiles)))
 
 

@@ -46,9 +46,10 @@ class RowExtractor:
         self._inputs = inputs
         self._outputs = outputs
         self._output_specs = [
-            spec for spec in manifest.signature.outputs
+            spec
+            for spec in manifest.signature.outputs
             if set(output_names(spec)) <= set(outputs.names)
-        ]  # fmt: skip
+        ]
 
     def input_rows(self, arrays: Mapping[str, np.ndarray]) -> Floats:
         """Feature rows of a request's inputs."""

@@ -88,12 +88,21 @@ class DriftWindow:
         with self._lock:
             pane = self._open_pane(number)
             self._head, self._filled = kernels.window_update(
-                rows, kinds=layout.kinds, sizes=layout.sizes, edges=layout.edges,
-                centers=layout.centers, inv_scales=layout.inv_scales, raw=self._raw,
-                codes=self._codes, counts=self._counts.counts, sums=self._counts.sums,
-                pane_counts=self._pane_counts[pane], pane_sums=self._pane_sums[pane],
-                head=self._head, filled=self._filled,
-            )  # fmt: skip
+                rows,
+                kinds=layout.kinds,
+                sizes=layout.sizes,
+                edges=layout.edges,
+                centers=layout.centers,
+                inv_scales=layout.inv_scales,
+                raw=self._raw,
+                codes=self._codes,
+                counts=self._counts.counts,
+                sums=self._counts.sums,
+                pane_counts=self._pane_counts[pane],
+                pane_sums=self._pane_sums[pane],
+                head=self._head,
+                filled=self._filled,
+            )
 
     def counts(self) -> WindowCounts:
         """A copy of the window's counts."""

@@ -1,13 +1,15 @@
-"""`GET /v1/models/{name}/versions/{version}/drift`: the latest drift evaluation."""
+"""The `/v1` monitor routes: drift evaluations, and label feedback."""
 
 from __future__ import annotations
 
-from litestar import Router, get
+from litestar import Router, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_200_OK
 
 from gateway.errors import NotFoundError
 from monitor.drift import DriftMonitor, DriftReport
+from monitor.feedback import FeedbackRequest, FeedbackResult
 from registry import InvalidNameError, parse_version
 
 
@@ -45,6 +47,23 @@ async def model_drift(
     return sorted(reports, key=lambda report: -report.version)
 
 
-def drift_router() -> Router:
+@post(
+    "/feedback",
+    summary="Ground truth of earlier predictions",
+    tags=["monitor"],
+    status_code=HTTP_200_OK,
+)
+async def feedback(
+    monitor: NamedDependency[DriftMonitor], data: JSONBody[FeedbackRequest]
+) -> FeedbackResult:
+    """Join labels with the sampled predictions they belong to (by request `id`): accuracy
+    or absolute error per version, in metrics and the rollout gates. Ids that were never
+    sampled, or whose prediction is too old, come back as `unknown` or `expired`."""
+    if monitor.predictions is None:
+        raise NotFoundError("label feedback is not enabled")
+    return monitor.predictions.join(data.items)
+
+
+def monitor_router() -> Router:
     """The `/v1` monitor routes."""
-    return Router(path="/v1", route_handlers=[version_drift, model_drift])
+    return Router(path="/v1", route_handlers=[version_drift, model_drift, feedback])
