@@ -159,7 +159,8 @@ class RolloutController:
         decided = decide(rollout, evaluation)
 
         def apply(current: Deployment) -> Deployment:
-            if current.rollout != rollout:
+            # Compared by identity and progress: evidence may hold NaN, never equal to itself.
+            if _progress(current.rollout) != _progress(rollout):
                 raise PolicyConflictError(f"the rollout of {model} changed meanwhile")
             return _deployment_after(current, decided)
 
@@ -213,6 +214,12 @@ class RolloutController:
                 await self.tick()
             except Exception:
                 logger.exception("rollout controller round failed")
+
+
+def _progress(rollout: RolloutState | None) -> tuple[object, ...]:
+    if rollout is None:
+        return ()
+    return (rollout.version, rollout.started_at, rollout.status, rollout.evaluations)
 
 
 def _deployment_after(current: Deployment, state: RolloutState) -> Deployment:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 
 import msgspec
 import numpy as np
 
+from monitor.calibration import chi_square_pvalue
 from monitor.detector import Status
 from monitor.layout import WindowCounts, WindowLayout
 from monitor.traffic import Outcomes
 from registry.manifest import CategoricalProfile, NumericProfile
 from registry.rollout import Evaluation, GateResult, Gates, RolloutConfig, RolloutState, Verdict
+
+SIGNIFICANCE = 0.001  # a divergence must also be this unlikely under "same distribution"
 
 
 class OutputWindow(msgspec.Struct, frozen=True):
@@ -155,6 +159,9 @@ def _limit(
 
 
 def _divergence(limit: float, window: Window, min_samples: int) -> GateResult:
+    """Canary outputs against stable's over the same window: predicted-class shares by
+    Jensen-Shannon, scores by mean shift in stable's reference std. A figure over `limit`
+    fails only if it is also significant (p < SIGNIFICANCE): small windows differ by chance."""
     canary, stable = window.canary_outputs, window.stable_outputs
     if canary is None or stable is None:
         return GateResult(
@@ -162,41 +169,63 @@ def _divergence(limit: float, window: Window, min_samples: int) -> GateResult:
             verdict="inconclusive",
             reason="no sampled outputs of both versions yet",
         )
-    worst, evidence, counted = 0.0, {}, math.inf
+    figures: dict[str, float] = {}
+    failing: list[str] = []
+    counted = math.inf
     stable_profiles = {p.name: p for p in stable.layout.profiles}
+    # Bonferroni over the outputs compared, so many outputs do not fail a canary by chance.
+    tests = max(1, sum(p.name in stable_profiles for p in canary.layout.profiles))
+    level = SIGNIFICANCE / tests
+    z_critical = NormalDist().inv_cdf(1 - level / 2)
     for index, profile in enumerate(canary.layout.profiles):
         other = stable_profiles.get(profile.name)
         if other is None or type(other) is not type(profile):
             continue
-        mine = canary.counts.counts[index]
-        theirs = stable.counts.counts[stable.layout.names.index(profile.name)]
-        counted = min(counted, mine.sum(), theirs.sum())
+        theirs_index = stable.layout.names.index(profile.name)
+        mine, theirs = canary.counts.counts[index], stable.counts.counts[theirs_index]
+        counted = min(counted, float(mine.sum()), float(theirs.sum()))
         if isinstance(profile, CategoricalProfile):
-            figure = _js(
+            ours, others = (
                 _shares(canary.layout, profile.name, mine),
                 _shares(stable.layout, profile.name, theirs),
             )
+            figure = _js(ours, others)
+            significant = _shares_differ(ours, others, mine.sum(), theirs.sum(), level)
         else:
             assert isinstance(other, NumericProfile)
-            figure = abs(
-                _mean(canary, index) - _mean(stable, stable.layout.names.index(profile.name))
-            ) / (other.std or 1.0)
-        evidence[profile.name] = figure
-        worst = max(worst, figure)
-    if not evidence or counted < min_samples or math.isinf(counted):
+            scale = other.std or 1.0
+            shift = _mean(canary, index) - _mean(stable, theirs_index)
+            spread = math.hypot(
+                _std(canary, index) / math.sqrt(max(mine.sum(), 1)),
+                _std(stable, theirs_index) / math.sqrt(max(theirs.sum(), 1)),
+            )
+            figure = abs(shift) / scale
+            significant = abs(shift) > z_critical * spread
+        figures[profile.name] = figure
+        if figure > limit and significant:
+            failing.append(profile.name)
+    if not figures or math.isinf(counted) or counted < min_samples:
+        shown = 0 if math.isinf(counted) else int(counted)
         return GateResult(
             gate="output_divergence",
             verdict="inconclusive",
-            evidence=evidence,
-            reason=f"{0 if math.isinf(counted) else int(counted)} sampled outputs, "
-            f"{min_samples} needed",
+            evidence=figures,
+            reason=f"{shown} sampled outputs, {min_samples} needed",
         )
-    verdict: Verdict = "pass" if worst <= limit else "fail"
+    worst = max(figures.values())
+    if failing:
+        return GateResult(
+            gate="output_divergence",
+            verdict="fail",
+            evidence=figures,
+            reason=f"{', '.join(failing)} diverge from stable (largest "
+            f"{worst:.3g}, limit {limit:g})",
+        )
     return GateResult(
         gate="output_divergence",
-        verdict=verdict,
-        evidence=evidence,
-        reason=f"largest divergence {worst:.3g} against {limit:g}",
+        verdict="pass",
+        evidence=figures,
+        reason=f"largest divergence {worst:.3g}, limit {limit:g}",
     )
 
 
@@ -250,6 +279,37 @@ def _js(first: Mapping[str, float], second: Mapping[str, float]) -> float:
         return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
 
     return (kl(p) + kl(q)) / 2
+
+
+def _shares_differ(
+    first: Mapping[str, float],
+    second: Mapping[str, float],
+    n_first: float,
+    n_second: float,
+    level: float,
+) -> bool:
+    """Pearson's chi-square test of homogeneity on the two samples' class counts."""
+    keys = sorted(first.keys() | second.keys())
+    table = np.array(
+        [[first.get(k, 0.0) * n_first for k in keys], [second.get(k, 0.0) * n_second for k in keys]]
+    )
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or min(n_first, n_second) == 0:
+        return False
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return chi_square_pvalue(statistic, table.shape[1] - 1) < level
+
+
+def _std(window: OutputWindow, index: int) -> float:
+    """A numeric output's raw standard deviation over the window (0 if under two values)."""
+    layout, counts = window.layout, window.counts
+    n = counts.counts[index, : layout.sizes[index] + 1].sum()
+    if n < 2:
+        return 0.0
+    mean_z = counts.sums[index, 0] / n
+    variance_z = max(counts.sums[index, 1] / n - mean_z**2, 0.0)
+    return float(math.sqrt(variance_z) / layout.inv_scales[index])
 
 
 def _mean(window: OutputWindow, index: int) -> float:

@@ -31,9 +31,9 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     scores in the stable version's reference std, canary against stable."""
     input_drift: bool = True
     """Fail when the canary's sampled inputs drift from its reference profile."""
-    max_accuracy_drop: Annotated[float, msgspec.Meta(ge=0.0)] | None = 0.05
-    """Accuracy (or MAE rise) of the canary against stable, from label feedback, when
-    enough labels arrived; otherwise the gate is inconclusive and does not block."""
+    max_accuracy_drop: Annotated[float, msgspec.Meta(ge=0.0)] | None = None
+    """Accuracy drop (or MAE rise) of the canary against stable, from label feedback. Off
+    by default; when on, too few labels keep the evaluation inconclusive, as any gate."""
     min_labels: Positive = 30
     """Labelled predictions each version needs before accuracy is compared."""
     webhook: str | None = None
