@@ -1,0 +1,263 @@
+"""HTTP inference: the gateway against the limit (a bare ASGI app) and a peer (FastAPI).
+
+Each server runs in turn as its own process pinned to one CPU, with wrk pinned to another,
+over loopback. All of them receive the same Open Inference Protocol JSON request (one row
+of 20 floats); the infer servers answer it from the same ONNX model. The model's own cost
+(ONNX Runtime, batch 1, in-process) is measured too, as the limit for inference. Per server
+and connection count: the median of several wrk runs, after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from benchmarks import http_summary as summary
+from benchmarks.http_summary import LIMIT, PEER
+from benchmarks.models import (
+    MODELS,
+    build_artifacts,
+    infer_body,
+    ort_limit,
+    register_all,
+    request_row,
+)
+from benchmarks.report import Report, machine_info
+from benchmarks.scenario import BenchmarkError
+from benchmarks.servers import Server, post, serving, uvicorn_command
+from benchmarks.wrk import WrkResult, post_script, require_wrk, run_wrk, wrk_version
+
+PACKAGES = (
+    *("driftgate", "litestar", "msgspec", "onnxruntime", "numpy"),
+    *("uvicorn", "uvloop", "httptools", "fastapi", "pydantic"),
+)
+"""Whose versions the report records."""
+BUSY_LOAD = 0.5
+"""A 1-minute load average above this at the start means something else is running."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayVariant:
+    """One configuration of the gateway to measure."""
+
+    name: str
+    description: str
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """`DRIFTGATE_*` settings of the server process."""
+    setup: Callable[[Path], None] | None = None
+    """Prepares its data directory (models already registered), e.g. a canary deployment."""
+
+
+# One line per variant. Issue 6 asks, as the features land, for "metrics on, sampling 10%,
+# canary at 10%" (environ for the sampling rate, a setup that registers version 2 and gives
+# it 10% of traffic) and "the same with batching" (environ enabling the batcher).
+GATEWAY_VARIANTS = (GatewayVariant(name="gateway", description="driftgate as it is"),)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario's options."""
+    names = [LIMIT, *(variant.name for variant in GATEWAY_VARIANTS), PEER]
+    parser.add_argument(
+        "--connections",
+        type=_positive,
+        nargs="+",
+        default=[1, 16, 64],
+        metavar="N",
+        help="connection counts to measure (default: 1 16 64)",
+    )
+    parser.add_argument("--duration", type=_positive, metavar="S", help="seconds per run (5)")
+    parser.add_argument(
+        "--runs", type=_positive, metavar="N", help="runs per point, the median reported (3)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 1 run of 1 s (unless given above)"
+    )
+    parser.add_argument(
+        "--model", choices=sorted(MODELS), default="mlp", help="the model served (mlp)"
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=names,
+        default=names,
+        metavar="NAME",
+        help=f"only these servers (default all: {' '.join(names)})",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Load:
+    """How every server is loaded: the same wrk script, durations and CPU for all."""
+
+    wrk: str
+    script: Path
+    connections: list[int]
+    duration_s: int
+    runs: int
+    cpu: int | None
+
+    def once(self, url: str, connections: int) -> WrkResult:
+        """One wrk run against `url`."""
+        return run_wrk(
+            self.wrk,
+            url,
+            self.script,
+            connections=connections,
+            duration_s=self.duration_s,
+            cpu=self.cpu,
+        )
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Measure every server and summarise; see the module docstring."""
+    wrk = require_wrk()
+    if shutil.which("taskset") is None:
+        raise BenchmarkError("taskset is not on PATH (Debian: `apt-get install -y util-linux`)")
+    server_cpu, load_cpu = _cpus()
+    machine = machine_info(PACKAGES)
+    if machine.load_average[0] > BUSY_LOAD:
+        _progress(f"warning: load average {machine.load_average[0]}: other work will skew figures")
+    with tempfile.TemporaryDirectory(prefix="driftgate-bench-") as temp:
+        root = Path(temp)
+        artifacts = build_artifacts(root / "artifacts")
+        row = request_row()
+        body = infer_body(row)
+        load = _Load(
+            wrk=wrk,
+            script=post_script(body, root / "post.lua"),
+            connections=args.connections,
+            duration_s=args.duration or (1 if args.quick else 5),
+            runs=args.runs or (1 if args.quick else 3),
+            cpu=load_cpu,
+        )
+        _progress(f"ONNX Runtime alone, {args.model}, batch 1")
+        limit = ort_limit(artifacts[args.model], row, cpu=server_cpu)
+        servers = [s for s in _servers(root, artifacts, args.model) if s.name in args.servers]
+        measurements = []
+        for server in servers:
+            with serving(server, cpu=server_cpu, log=root / f"{server.name}.log") as url:
+                target = f"{url}/v2/models/{args.model}/infer"
+                answer = post(target, body)  # a 200 first: never measure an error page
+                if server.role != "limit":
+                    _check_answer(server.name, answer, limit.output)
+                measurements += _measure(server.name, target, load)
+    options = {
+        "model": args.model,
+        "connections": load.connections,
+        "duration_s": load.duration_s,
+        "runs": load.runs,
+        "server_cpu": server_cpu,
+        "load_cpu": load_cpu,
+        "wrk": wrk_version(wrk),
+        "request_bytes": len(body),
+        "servers": {s.name: {"role": s.role, "description": s.description} for s in servers},
+    }
+    subjects = [server.name for server in servers if server.role == "subject"]
+    title = (
+        f"median of {load.runs} x {load.duration_s} s wrk runs, model {args.model}, "
+        f"server on CPU {server_cpu}, wrk on CPU {load_cpu}"
+    )
+    return Report(
+        scenario="http",
+        machine=machine,
+        options=options,
+        tables=summary.tables(measurements, limit.call_us, subjects, title),
+        checks=summary.checks(measurements, limit.call_us, subjects),
+        runs=measurements,
+    )
+
+
+def _measure(name: str, url: str, load: _Load) -> list[summary.Measurement]:
+    """One warm-up run at the most connections, then `runs` runs per connection count."""
+    _progress(f"{name}: warm-up")
+    load.once(url, max(load.connections))
+    measurements = []
+    for connections in load.connections:
+        for index in range(load.runs):
+            point = summary.measurement(name, connections, load.once(url, connections))
+            measurements.append(point)
+            _progress(
+                f"{name} c={connections} run {index + 1}/{load.runs}: "
+                f"{point.requests_per_s:,.0f} req/s, p50 {point.p50_ms:.3f} ms"
+            )
+    return measurements
+
+
+def _servers(root: Path, artifacts: Mapping[str, Path], model: str) -> list[Server]:
+    """The limit, every gateway variant (each with a fresh data directory), then the peer."""
+    servers = [
+        Server(
+            name=LIMIT,
+            role="limit",
+            description="bare ASGI app reading the body, uvicorn + uvloop + httptools",
+            command=lambda port: uvicorn_command("benchmarks.peers.raw_asgi:app", port),
+        )
+    ]
+    for variant in GATEWAY_VARIANTS:
+        home = root / "homes" / variant.name
+        register_all(home, dict(artifacts))
+        if variant.setup is not None:
+            variant.setup(home)
+        servers.append(
+            Server(
+                name=variant.name,
+                role="subject",
+                description=variant.description,
+                command=functools.partial(_gateway_command, home),
+                environ={"DRIFTGATE_LOG_LEVEL": "warning", **variant.environ},
+            )
+        )
+    servers.append(
+        Server(
+            name=PEER,
+            role="peer",
+            description="FastAPI + pydantic + onnxruntime as its docs show, same uvicorn",
+            command=lambda port: uvicorn_command("benchmarks.peers.fastapi_onnx:app", port),
+            environ={"BENCH_ONNX_MODEL": str(artifacts[model]), "BENCH_MODEL_NAME": model},
+        )
+    )
+    return servers
+
+
+def _check_answer(server: str, answer: bytes, expected: list[float]) -> None:
+    """Refuse a server that does not answer with the model's output for the request."""
+    try:
+        data = msgspec.json.decode(answer)["outputs"][0]["data"]
+    except (msgspec.DecodeError, KeyError, IndexError, TypeError) as exc:
+        raise BenchmarkError(f"{server} answered no OIP output: {answer[:300]!r}") from exc
+    if not np.allclose(data, expected, rtol=1e-5, atol=1e-6):
+        raise BenchmarkError(f"{server} answered {data}, the model gives {expected}")
+
+
+def _gateway_command(home: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "gateway", "serve", f"--home={home}", f"--port={port}"]
+
+
+def _cpus() -> tuple[int | None, int | None]:
+    """The server's CPU and wrk's: the first two this process may use."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        _progress("warning: fewer than 2 CPUs: server and wrk share one, figures will be low")
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
