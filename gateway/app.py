@@ -20,6 +20,7 @@ from gateway.components import (
     drift_panes,
     leadership,
     monitor_config,
+    retraining_config,
     runtime_builder,
     state_backend,
 )
@@ -43,6 +44,7 @@ from monitor.drift import DriftMonitor
 from monitor.feedback import PredictionLog
 from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
+from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes
 from registry import (
     ModelRegistry,
@@ -60,7 +62,8 @@ def create_app(settings: Settings) -> FastInfer:
     panes = drift_panes(settings)
     config = monitor_config(settings)
     traffic = TrafficPanes(pane_seconds=config.pane_seconds, max_panes=config.window_panes + 1)
-    monitor = DriftMonitor(config, panes, PredictionLog(traffic))
+    predictions = PredictionLog(traffic)
+    monitor = DriftMonitor(config, panes, predictions)
     metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     repository = ModelRepository(
         registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
@@ -93,7 +96,17 @@ def create_app(settings: Settings) -> FastInfer:
         traffic=traffic,
         sample_rate=settings.sample_rate,
     )
-    controller = RolloutController(deployments, monitor, traffic, panes, leadership(settings))
+    retraining = RetrainingTrigger(
+        retraining_config(settings), monitor, deployments.state, predictions
+    )
+    controller = RolloutController(
+        manager=deployments,
+        monitor=monitor,
+        traffic=traffic,
+        panes=panes,
+        leadership=leadership(settings),
+        retraining=retraining,
+    )
     guard = TokenGuard(parse_tokens(settings.tokens))
 
     async def start_monitor() -> None:

@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--tag", action="append", default=[], metavar="K=V", help="a tag")
     register.add_argument("--metric", action="append", default=[], metavar="K=V", help="a metric")
     register.add_argument("--owner", default="", help="team or person answerable for it")
+    register.add_argument(
+        "--sensitive",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="a feature never exported as it is (dropped or hashed)",
+    )
     register.set_defaults(command=_register)
 
     listing = models.add_parser("list", parents=[home], help="list models and versions")
@@ -128,6 +135,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
         tags=parse_pairs(args.tag, str),
         metrics=parse_pairs(args.metric, float),
         owner=args.owner,
+        sensitive=args.sensitive,
     )
     print(f"registered {manifest.name} version {manifest.version} (sha256 {manifest.sha256})")
     return 0

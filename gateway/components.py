@@ -12,6 +12,7 @@ from gateway.settings import Settings
 from monitor.drift import MonitorConfig
 from monitor.metrics import GatewayMetrics
 from monitor.panes import LocalPanes, PaneStore, RedisPanes
+from monitor.retraining import RetrainingConfig
 from registry import Manifest
 from registry.state import StateBackend
 from registry.state_embedded import EmbeddedState
@@ -82,3 +83,16 @@ def leadership(settings: Settings) -> Leadership:
     if settings.redis_url:
         return RedisLeadership(settings.redis_url)
     return FileLeadership(settings.state_path / "controller.lock")
+
+
+def retraining_config(settings: Settings) -> RetrainingConfig:
+    """The retraining trigger's part of the settings; exports go under the data directory."""
+    return RetrainingConfig(
+        export_dir=settings.home / "exports",
+        webhook=settings.retraining_webhook or None,
+        redis_url=settings.redis_url if settings.retraining_stream else None,
+        command=settings.retraining_command or None,
+        cooldown_seconds=settings.retraining_cooldown_seconds,
+        sensitive=settings.export_sensitive,
+        hash_key=settings.export_hash_key,
+    )

@@ -23,6 +23,7 @@ from monitor.drift import DriftMonitor
 from monitor.feedback import is_regression
 from monitor.gates import OutputWindow, Window, decide, judge, overall
 from monitor.panes import PaneStore
+from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes, outcomes
 from registry.deployment import Canary, Deployment, PolicyConflictError
 from registry.rollout import (
@@ -44,13 +45,17 @@ class RolloutController:
 
     def __init__(
         self,
+        *,
         manager: DeploymentManager,
         monitor: DriftMonitor,
         traffic: TrafficPanes,
         panes: PaneStore,
         leadership: Leadership,
+        retraining: RetrainingTrigger | None = None,
     ) -> None:
+        """`retraining`, when given, is checked by the leader after every round."""
         self._manager = manager
+        self._retraining = retraining
         self._monitor = monitor
         self._traffic = traffic
         self._panes = panes
@@ -142,6 +147,8 @@ class RolloutController:
                 changed.append(await self._evaluate(model, deployment, rollout, now))
             except Exception:  # one model's trouble must not stop the others' rollouts
                 logger.exception("rollout evaluation of %s failed", model)
+        if self._retraining is not None:
+            await self._retraining.check(self._manager.deployments())
         return changed
 
     async def _evaluate(

@@ -68,6 +68,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Width of a time pane, the grain at which workers' counts merge."""
     drift_window_panes: Positive = 30
     """Panes one drift evaluation covers (30 x 10 s: five minutes)."""
+    retraining_webhook: str = ""
+    """URL POSTed a retraining event when a stable version's inputs drift."""
+    retraining_stream: bool = False
+    """Also add retraining events to the Redis stream `driftgate:retraining`."""
+    retraining_command: str = ""
+    """A command run with each retraining event as JSON on its standard input."""
+    retraining_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 3600.0
+    """Least time between two retraining events of one version (one per drift episode)."""
+    export_sensitive: Literal["drop", "hash"] = "drop"
+    """Sensitive features in exports: left out, or replaced by an HMAC-SHA256."""
+    export_hash_key: str = ""
+    """The HMAC key of hashed sensitive features."""
     drift_window_rows: Positive = 2000
     """Rows kept per version for exports (the sliding window of recent samples)."""
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 
 import msgspec
@@ -93,11 +94,15 @@ class VersionWatch:
             "output": DriftDetector(config.drift),
         }
         self.report: DriftReport | None = None
+        # The request id of every row in the windows, oldest first (for exports' labels).
+        self.request_ids: deque[str | None] = deque(maxlen=config.capacity)
 
     def add(self, sample: Sample) -> None:
         """Update both windows with one sample."""
-        self.inputs.update(self.extractor.input_rows(sample.inputs))
+        rows = self.extractor.input_rows(sample.inputs)
+        self.inputs.update(rows)
         self.outputs.update(self.extractor.output_rows(sample.outputs))
+        self.request_ids.extend([sample.request_id] * rows.shape[0])
 
 
 class DriftMonitor:

@@ -76,6 +76,7 @@ class PredictionLog:
         self._max_age = max_age_seconds
         self._entries: OrderedDict[str, Remembered] = OrderedDict()
         self._expired: OrderedDict[str, None] = OrderedDict()  # recently forgotten ids
+        self.labels: OrderedDict[str, list[Any]] = OrderedDict()  # joined ground truth
 
     def remember(
         self, request_id: str, manifest: Manifest, outputs: Mapping[str, np.ndarray]
@@ -123,6 +124,9 @@ class PredictionLog:
                 invalid.append(item.id)
                 continue
             accepted += 1
+            self.labels[item.id] = labels
+            while len(self.labels) > self._capacity:
+                self.labels.popitem(last=False)
         return FeedbackResult(accepted=accepted, unknown=unknown, expired=expired, invalid=invalid)
 
     def _expire(self, now: float) -> None:

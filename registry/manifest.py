@@ -114,6 +114,7 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     parent_version: int | None = None
     signature: Signature
     features: Features
+    sensitive: tuple[str, ...] = ()  # features never written to an export as they are
     target: str | None = None
     training_data: DataFingerprint
     profile: ReferenceProfile

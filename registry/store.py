@@ -17,7 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class ModelRegistry:
         metrics: Mapping[str, float] | None = None,
         owner: str = "",
         actor: str | None = None,
+        sensitive: Sequence[str] = (),
     ) -> Manifest:
         """Register a new version of `name`; returns its manifest (with its new number).
 
@@ -70,6 +71,9 @@ class ModelRegistry:
         session = open_session(model)
         signature = read_signature(session)
         features = bind_features(frame, signature, target)
+        unknown = sorted(set(sensitive) - set(features.names))
+        if unknown:
+            raise InvalidReferenceError(f"sensitive feature(s) {unknown} are not features")
         try:
             raw_outputs = session.run(None, reference_inputs(frame, signature, features))
         except Exception as exc:  # ORT's own error types
@@ -105,6 +109,7 @@ class ModelRegistry:
                     parent_version=latest or None,
                     signature=signature,
                     features=features,
+                    sensitive=tuple(sensitive),
                     target=target,
                     training_data=fingerprint,
                     profile=profile,

@@ -1,0 +1,215 @@
+"""The retraining trigger: when a stable version's world has changed, ask for a new model.
+
+Input drift on the stable version (the detector's `drift`, which already needs persistence)
+while no rollout is running starts a drift episode; its first evaluation exports the
+version's recent sampled rows to Parquet and emits one event to every configured sink (a
+webhook, a Redis stream, a command), then stays quiet until the episode ends (inputs back
+to `ok`) and the cool-down has passed. Features the manifest marks sensitive are dropped
+from the export or replaced by a keyed hash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import msgspec
+import numpy as np
+import polars as pl
+import redis.asyncio as aioredis
+
+from monitor.drift import DriftMonitor, DriftReport, VersionWatch
+from monitor.feedback import PredictionLog
+from monitor.layout import WindowLayout
+from registry.deployment import Deployment
+from registry.manifest import CategoricalProfile
+from registry.state import Change, StateBackend
+
+logger = logging.getLogger(__name__)
+
+
+class RetrainingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where retraining events go and how exports are written."""
+
+    export_dir: Path
+    webhook: str | None = None
+    redis_url: str | None = None
+    redis_stream: str = "driftgate:retraining"
+    command: str | None = None  # run with the event as JSON on stdin
+    cooldown_seconds: float = 3600.0
+    sensitive: Literal["drop", "hash"] = "drop"
+    hash_key: str = ""  # HMAC key for "hash"; hashes without a secret key are guessable
+
+
+class RetrainingEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What a retraining pipeline receives."""
+
+    model: str
+    version: int
+    detected_at: float
+    drifted: dict[str, dict[str, Any]]  # feature -> its statistics and verdict
+    export: str  # Parquet file of the recent sampled rows
+    rows: int
+
+
+class RetrainingTrigger:
+    """Watches the stable versions' input drift and fires once per drift episode."""
+
+    def __init__(
+        self,
+        config: RetrainingConfig,
+        monitor: DriftMonitor,
+        state: StateBackend,
+        predictions: PredictionLog | None = None,
+    ) -> None:
+        self.config = config
+        self.fired: list[RetrainingEvent] = []
+        self._monitor = monitor
+        self._state = state
+        self._predictions = predictions
+        self._episodes: dict[tuple[str, int], float] = {}  # version -> when it fired
+
+    async def check(self, deployments: Mapping[str, Deployment]) -> list[RetrainingEvent]:
+        """Fire for every stable version whose inputs drift and whose episode is new."""
+        events = []
+        for model, deployment in deployments.items():
+            rollout = deployment.rollout
+            if rollout is not None and rollout.status in ("running", "paused"):
+                continue  # a canary is being judged: drift there is the gates' business
+            key = (model, deployment.stable)
+            report = self._monitor.report(*key)
+            if report is None:
+                continue
+            fired_at = self._episodes.get(key)
+            if report.inputs.status == "ok" and fired_at is not None:
+                if time.time() - fired_at >= self.config.cooldown_seconds:
+                    del self._episodes[key]  # episode over: the next drift fires again
+                continue
+            if report.inputs.status != "drift" or fired_at is not None:
+                continue
+            self._episodes[key] = time.time()
+            events.append(await self._fire(report))
+        return events
+
+    async def _fire(self, report: DriftReport) -> RetrainingEvent:
+        watch = self._monitor.window(report.model, report.version)
+        assert watch is not None
+        path = await asyncio.to_thread(self._export, watch, report)
+        drifted = {
+            assessment.name: {
+                "status": assessment.status,
+                "p_value": assessment.p_value,
+                **msgspec.to_builtins(statistics),
+            }
+            for assessment, statistics in zip(
+                report.inputs.assessment.features, report.inputs.statistics, strict=True
+            )
+            if assessment.status == "drift"
+        }
+        event = RetrainingEvent(
+            model=report.model,
+            version=report.version,
+            detected_at=report.evaluated_at,
+            drifted=drifted,
+            export=str(path),
+            rows=len(watch.request_ids),
+        )
+        await self._state.commit(
+            Change(
+                model=report.model,
+                action="retraining.requested",
+                actor="controller",
+                reason=f"input drift on stable version {report.version}: {', '.join(drifted)}",
+                after=event,
+            )
+        )
+        await self._emit(event)
+        self.fired.append(event)
+        logger.warning(
+            "retraining requested for %s v%d (%s)", report.model, report.version, ", ".join(drifted)
+        )
+        return event
+
+    def _export(self, watch: VersionWatch, report: DriftReport) -> Path:
+        manifest = watch.manifest
+        columns: dict[str, Any] = {}
+        for direction, window in (("", watch.inputs), ("output:", watch.outputs)):
+            rows = window.rows()
+            for index, profile in enumerate(window.layout.profiles):
+                columns[direction + profile.name] = _values(window.layout, profile, rows[:, index])
+        for name in manifest.sensitive:
+            if self.config.sensitive == "drop":
+                del columns[name]
+            else:
+                columns[name] = [self._hash(value) for value in columns[name]]
+        ids = list(watch.request_ids)[-len(next(iter(columns.values()), [])) :] if columns else []
+        columns["request_id"] = ids
+        labels = self._predictions.labels if self._predictions is not None else {}
+        columns["label"] = [
+            _label(labels.get(request_id)) if request_id else None for request_id in ids
+        ]
+        self.config.export_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(report.evaluated_at))
+        path = self.config.export_dir / f"{manifest.name}-v{manifest.version}-{stamp}.parquet"
+        temporary = path.with_suffix(".parquet.tmp")
+        pl.DataFrame(columns).write_parquet(temporary)
+        temporary.replace(path)  # readers never see half a file
+        return path
+
+    def _hash(self, value: object) -> str | None:
+        if value is None:
+            return None
+        digest = hmac.new(self.config.hash_key.encode(), str(value).encode(), hashlib.sha256)
+        return digest.hexdigest()
+
+    async def _emit(self, event: RetrainingEvent) -> None:
+        payload = msgspec.json.encode(event)
+        if self.config.webhook:
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    await client.post(
+                        self.config.webhook,
+                        content=payload,
+                        headers={"content-type": "application/json"},
+                    )
+            except httpx.HTTPError:
+                logger.exception("retraining webhook %s failed", self.config.webhook)
+        if self.config.redis_url:
+            stream = aioredis.Redis.from_url(self.config.redis_url, socket_timeout=1.0)
+            try:
+                await stream.xadd(self.config.redis_stream, {"event": payload})
+            except Exception:
+                logger.exception("retraining event to Redis stream failed")
+            finally:
+                await stream.aclose()
+        if self.config.command:
+            process = await asyncio.create_subprocess_exec(
+                *shlex.split(self.config.command), stdin=asyncio.subprocess.PIPE
+            )
+            await process.communicate(payload)
+
+
+def _values(layout: WindowLayout, profile: object, column: np.ndarray) -> list[Any]:
+    if isinstance(profile, CategoricalProfile):
+        categories = layout.categories(profile.name)
+        return [
+            None
+            if np.isnan(code)
+            else categories[int(code)]
+            if int(code) < len(categories)
+            else "<unseen>"
+            for code in column
+        ]
+    return [None if np.isnan(value) else float(value) for value in column]
+
+
+def _label(labels: list[Any] | None) -> str | None:
+    return None if labels is None else str(labels[0] if len(labels) == 1 else labels)
