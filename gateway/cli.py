@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         "init-demo", parents=[home], help="register the demo model if the registry is empty"
     )
     demo.set_defaults(command=_init_demo)
+    demo_story = commands.add_parser(
+        "demo", parents=[home], help="the closed loop in a minute: rollback, promotion, drift"
+    )
+    demo_story.set_defaults(command=_demo)
     add_operator_commands(commands, home)
     return parser
 
@@ -183,6 +187,16 @@ def _init_demo(args: argparse.Namespace, settings: Settings) -> int:
     if manifest is not None:
         print(f"registered {manifest.name} version {manifest.version} (the demo model)")
     return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from gateway.demo_story import run_demo
+
+    outcome = asyncio.run(run_demo(getattr(args, "home", None)))
+    told = (outcome["v2"], outcome["v3"], outcome["retraining"])
+    return 0 if told == ("rolled_back", "promoted", True) else 1
 
 
 def _describe(manifest: Manifest) -> None:

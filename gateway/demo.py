@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from registry import Manifest, ModelRegistry
@@ -14,8 +15,11 @@ from registry import Manifest, ModelRegistry
 DEMO_MODEL = "demo"
 
 
-def train_demo_model(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
+def train_demo_model(directory: Path, *, seed: int = 0, broken: bool = False) -> tuple[Path, Path]:
     """Train the wine classifier; writes `model.onnx` and its reference `wine.parquet`.
+
+    `broken` trains on shuffled labels: a model that serves fine and predicts nonsense.
+    (Every version's reference data carries the true labels.)
 
     The model takes one input `input` of shape [batch, 13] (FP32) and gives `label` (INT64)
     and `probabilities` (FP32, [batch, 3]).
@@ -34,7 +38,8 @@ def train_demo_model(directory: Path, *, seed: int = 0) -> tuple[Path, Path]:
         features, wine.target, test_size=0.25, random_state=seed, stratify=wine.target
     )
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(train, target)
+    labels = np.random.default_rng(seed).permutation(target) if broken else target
+    model.fit(train, labels)
     onnx = to_onnx(
         model,
         initial_types=[("input", FloatTensorType([None, features.shape[1]]))],

@@ -102,7 +102,10 @@ class RetrainingTrigger:
     async def _fire(self, report: DriftReport) -> RetrainingEvent:
         watch = self._monitor.window(report.model, report.version)
         assert watch is not None
-        path = await asyncio.to_thread(self._export, watch, report)
+        # Copied on the loop, with no await in between: the consumer cannot add a sample to
+        # one window and not yet to the other while the export reads them.
+        snapshot = (watch.inputs.rows(), watch.outputs.rows(), list(watch.request_ids))
+        path = await asyncio.to_thread(self._export, watch, snapshot, report)
         drifted = {
             assessment.name: {
                 "status": assessment.status,
@@ -120,7 +123,7 @@ class RetrainingTrigger:
             detected_at=report.evaluated_at,
             drifted=drifted,
             export=str(path),
-            rows=len(watch.request_ids),
+            rows=snapshot[0].shape[0],
         )
         await self._state.commit(
             Change(
@@ -138,11 +141,19 @@ class RetrainingTrigger:
         )
         return event
 
-    def _export(self, watch: VersionWatch, report: DriftReport) -> Path:
+    def _export(
+        self,
+        watch: VersionWatch,
+        snapshot: tuple[np.ndarray, np.ndarray, list[str | None]],
+        report: DriftReport,
+    ) -> Path:
         manifest = watch.manifest
+        inputs, outputs, ids = snapshot
         columns: dict[str, Any] = {}
-        for direction, window in (("", watch.inputs), ("output:", watch.outputs)):
-            rows = window.rows()
+        for direction, window, rows in (
+            ("", watch.inputs, inputs),
+            ("output:", watch.outputs, outputs),
+        ):
             for index, profile in enumerate(window.layout.profiles):
                 columns[direction + profile.name] = _values(window.layout, profile, rows[:, index])
         for name in manifest.sensitive:
@@ -150,7 +161,7 @@ class RetrainingTrigger:
                 del columns[name]
             else:
                 columns[name] = [self._hash(value) for value in columns[name]]
-        ids = list(watch.request_ids)[-len(next(iter(columns.values()), [])) :] if columns else []
+        ids = ids[len(ids) - inputs.shape[0] :]
         columns["request_id"] = ids
         labels = self._predictions.labels if self._predictions is not None else {}
         columns["label"] = [
