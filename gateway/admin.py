@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,9 +192,15 @@ async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditR
 
 
 @get("/status", summary="Gateway status")
-async def status(manager: Manager, dataplane: NamedDependency[DataPlane]) -> dict[str, Any]:
-    """Versions loaded, deployments in force, state backend health, shadow queue."""
+async def status(
+    manager: Manager,
+    dataplane: NamedDependency[DataPlane],
+    controller: NamedDependency[RolloutController],
+) -> dict[str, Any]:
+    """Versions loaded, deployments in force, state backend health, shadow queue, and
+    whether this process leads the rollout controller."""
     return {
+        "controller": {"leader": controller.leading, "pid": os.getpid()},
         "state_backend": {"kind": manager.state.kind, "healthy": manager.state.healthy},
         "loaded": [
             {

@@ -62,6 +62,7 @@ class RolloutController:
         self._leadership = leadership
         self._task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self.leading = False  # whether this process led the last round
 
     async def start(self) -> None:
         """Start the evaluation loop (inside the running loop)."""
@@ -135,9 +136,11 @@ class RolloutController:
 
     async def tick(self, now: float | None = None) -> list[Deployment]:
         """Evaluate every due rollout, if this process leads; returns what changed."""
-        if not await self._leadership.lead():
-            return []
         now = time.time() if now is None else now
+        await self._publish(now)
+        self.leading = await self._leadership.lead()
+        if not self.leading:
+            return []
         changed = []
         for model, deployment in list(self._manager.deployments().items()):
             rollout = deployment.rollout
@@ -150,6 +153,18 @@ class RolloutController:
         if self._retraining is not None:
             await self._retraining.check(self._manager.deployments())
         return changed
+
+    async def _publish(self, now: float) -> None:
+        """Share this process's outcome panes of every version in a rollout, leader or not:
+        the leader judges the traffic of all processes."""
+        for model, deployment in self._manager.deployments().items():
+            rollout = deployment.rollout
+            if rollout is None or rollout.status != "running":
+                continue
+            since = now - 2 * rollout.config.interval_seconds
+            for version in (deployment.stable, rollout.version):
+                own = self._traffic.own(model, version)
+                await self._panes.exchange(f"traffic:{model}:{version}", own, since)
 
     async def _evaluate(
         self, model: str, deployment: Deployment, rollout: RolloutState, now: float
