@@ -39,6 +39,7 @@ def runtime_builder(
             manifest.signature,
             executor,
             intra_op_threads=settings.intra_op_threads,
+            inline_seconds=settings.inline_inference_us / 1e6,
             observe=observe,
         )
         runtime.warm_up()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -30,7 +31,14 @@ class Runtime(Protocol):
 
 
 class OnnxRuntime:
-    """An ONNX Runtime session, created once per version and run in a worker thread."""
+    """An ONNX Runtime session, created once per version.
+
+    A run goes to a worker thread, off the event loop, unless it is measured to be shorter
+    than `inline_seconds`: handing a call to a thread and back costs tens of microseconds
+    on the loop, more than a tiny model's whole run, so such runs are cheaper for the loop
+    done in place. Run time is tracked per row (an exponential moving average of every run),
+    so a large batch of a small model still goes to a thread.
+    """
 
     def __init__(
         self,
@@ -39,16 +47,20 @@ class OnnxRuntime:
         executor: Executor,
         *,
         intra_op_threads: int,
+        inline_seconds: float = 0.0,
         observe: Callable[[int, float], None] | None = None,
     ) -> None:
         """`observe(rows, seconds)` is told the size and duration of every run."""
         self._session = open_session(model, intra_op_threads=intra_op_threads)
         self._signature = signature
         self._executor = executor
+        self._inline_seconds = inline_seconds
         self._observe = observe
+        self._seconds_per_row = math.inf  # until measured: never inline
 
     def warm_up(self) -> None:
-        """Run one single-row batch so the first real request does not pay for allocation."""
+        """Run single-row batches so the first real request does not pay for allocation,
+        and to measure the run time."""
         inputs = {
             spec.name: np.zeros(
                 [1 if dim < 0 else dim for dim in spec.shape], dtype=OIP_TO_NUMPY[spec.datatype]
@@ -59,24 +71,53 @@ class OnnxRuntime:
             if spec.datatype == "BYTES":
                 inputs[spec.name] = np.full(inputs[spec.name].shape, "", dtype=object)
         try:
-            self._session.run(None, inputs)
+            for _ in range(WARM_UP_RUNS):
+                started = time.perf_counter()
+                self._session.run(None, inputs)
+                self._learn(_rows(inputs), time.perf_counter() - started)
         except Exception as exc:  # a model may reject zeros; it still serves real data
             logger.warning("warm-up run failed (the model still serves): %s", exc)
 
     async def predict(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> list[np.ndarray]:
-        """Run the session in the executor; model failures become `ModelRuntimeError`."""
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+        """Run the session (in place or in the executor, see the class docstring); model
+        failures become `ModelRuntimeError`."""
+        rows = _rows(inputs)
         try:
-            results: list[np.ndarray] = await loop.run_in_executor(
-                self._executor, self._session.run, list(outputs), dict(inputs)
-            )
+            if rows * self._seconds_per_row < self._inline_seconds:
+                results, seconds = self._run(list(outputs), dict(inputs))
+            else:
+                results, seconds = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._run, list(outputs), dict(inputs)
+                )
         except Exception as exc:  # ORT raises its own exception types
             raise ModelRuntimeError(f"the model failed: {exc}") from exc
+        self._learn(rows, seconds)
         if self._observe is not None:
-            first = next(iter(inputs.values()), None)
-            rows = first.shape[0] if first is not None and first.ndim else 1
-            self._observe(rows, time.perf_counter() - started)
+            self._observe(rows, seconds)
         return results
+
+    def _run(
+        self, outputs: list[str], inputs: dict[str, np.ndarray]
+    ) -> tuple[list[np.ndarray], float]:
+        """One session run and its duration, measured where it runs (not the hand-off)."""
+        started = time.perf_counter()
+        results: list[np.ndarray] = self._session.run(outputs, inputs)
+        return results, time.perf_counter() - started
+
+    def _learn(self, rows: int, seconds: float) -> None:
+        per_row = seconds / max(rows, 1)
+        if math.isinf(self._seconds_per_row):
+            self._seconds_per_row = per_row
+        else:  # slow to trust a cheap run, quick to believe an expensive one
+            weight = 0.5 if per_row > self._seconds_per_row else 0.05
+            self._seconds_per_row += weight * (per_row - self._seconds_per_row)
+
+
+WARM_UP_RUNS = 5
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(inputs.values()), None)
+    return first.shape[0] if first is not None and first.ndim else 1

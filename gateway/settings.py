@@ -45,6 +45,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Threads that run ONNX Runtime sessions, off the event loop."""
     intra_op_threads: Positive = 1
     """ONNX Runtime threads inside one session run."""
+    inline_inference_us: Annotated[float, msgspec.Meta(ge=0.0)] = 50.0
+    """Runs measured shorter than this (in microseconds) run on the event loop instead of a
+    worker thread: the hand-off costs more than they do. 0 sends every run to a thread."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity of the server."""
     tokens: str = ""

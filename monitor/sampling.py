@@ -45,6 +45,10 @@ class RowExtractor:
         self._manifest = manifest
         self._inputs = inputs
         self._outputs = outputs
+        self._numeric_matrix = (
+            not any(isinstance(profile, CategoricalProfile) for profile in inputs.profiles)
+            and manifest.signature.inputs[0].datatype != "BYTES"
+        )
         self._output_specs = [
             spec
             for spec in manifest.signature.outputs
@@ -56,9 +60,10 @@ class RowExtractor:
         features = self._manifest.features
         if features.layout == "matrix":
             (matrix,) = arrays.values()
-            columns = [
-                matrix.reshape(matrix.shape[0], -1)[:, i] for i in range(len(features.names))
-            ]
+            table = matrix.reshape(matrix.shape[0], -1)
+            if self._numeric_matrix:  # the common case: one conversion, no per-column work
+                return np.asarray(table, dtype=np.float64)
+            columns = [table[:, i] for i in range(len(features.names))]
         else:
             columns = [arrays[name].reshape(-1) for name in features.names]
         return self._stack(self._inputs, columns)
