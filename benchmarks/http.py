@@ -10,6 +10,7 @@ and connection count: the median of several wrk runs, after one warm-up run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import os
 import shutil
@@ -36,6 +37,10 @@ from benchmarks.report import Report, machine_info
 from benchmarks.scenario import BenchmarkError
 from benchmarks.servers import Server, post, serving, uvicorn_command
 from benchmarks.wrk import WrkResult, post_script, require_wrk, run_wrk, wrk_version
+from registry import ModelRegistry
+from registry.deployment import Canary, Deployment
+from registry.state import Change
+from registry.state_embedded import EmbeddedState
 
 PACKAGES = (
     *("driftgate", "litestar", "msgspec", "onnxruntime", "numpy"),
@@ -58,10 +63,48 @@ class GatewayVariant:
     """Prepares its data directory (models already registered), e.g. a canary deployment."""
 
 
-# One line per variant. Issue 6 asks, as the features land, for "metrics on, sampling 10%,
-# canary at 10%" (environ for the sampling rate, a setup that registers version 2 and gives
-# it 10% of traffic) and "the same with batching" (environ enabling the batcher).
-GATEWAY_VARIANTS = (GatewayVariant(name="gateway", description="driftgate as it is"),)
+def canary_at_ten_percent(home: Path) -> None:
+    """Every model gets a version 2 (the same artifact) as a canary taking 10% of calls."""
+    registry = ModelRegistry(home / "models")
+    state = EmbeddedState(home / "state")
+    for name in registry.models():
+        manifest = registry.manifest(name, 1)
+        reference = home.parent.parent / "artifacts" / "reference.parquet"
+        model = registry.root / name / "1" / "model.onnx"
+        registry.register(name, model, reference, description="benchmark canary")
+        deployment = Deployment(
+            model=name, stable=manifest.version, revision=1, canary=Canary(version=2, weight=10.0)
+        )
+        asyncio.run(
+            state.commit(
+                Change(
+                    model=name,
+                    action="deployment.set",
+                    actor="bench",
+                    expected_revision=0,
+                    deployment=deployment,
+                )
+            )
+        )
+
+
+# Issue 6: "the gateway's infer with metrics on, sampling 10% and a canary at 10%; the same
+# with batching". Metrics are always on.
+_REAL_PATH = {"DRIFTGATE_SAMPLE_RATE": "0.1"}
+GATEWAY_VARIANTS = (
+    GatewayVariant(
+        name="gateway",
+        description="metrics, sampling 10%, canary at 10%",
+        environ=_REAL_PATH,
+        setup=canary_at_ten_percent,
+    ),
+    GatewayVariant(
+        name="gateway-batched",
+        description="the same, batching up to 32 rows",
+        environ={**_REAL_PATH, "DRIFTGATE_BATCHING": '{"max_batch_size": 32}'},
+        setup=canary_at_ten_percent,
+    ),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

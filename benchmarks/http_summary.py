@@ -23,6 +23,8 @@ LIMIT, PEER = "raw-hello", "fastapi"
 AT_LEAST_LIMIT_SHARE = 0.5  # gateway req/s >= 0.5 x raw hello, at 64 connections
 AT_LEAST_PEER_FACTOR = 2.5  # gateway req/s >= 2.5 x the FastAPI peer, at 64 connections
 AT_MOST_P50_FACTOR = 2.0  # p50 at 1 connection <= 2 x (raw hello p50 + raw ORT time)
+AT_LEAST_BATCHING_GAIN = 1.3  # batched req/s >= 1.3 x unbatched, at 64 connections
+AT_MOST_BATCHING_P50 = 1.1  # batched p50 within 10% of unbatched, at 1 connection
 
 
 class Measurement(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,7 +167,34 @@ def checks(
                     at_least=False,
                 )
             )
+    result += _batching_checks(by_point, most)
     return result
+
+
+def _batching_checks(by_point: dict[tuple[str, int], Point], most: int) -> list[Check]:
+    """Batching >= 1.3 x unbatched req/s under load, p50 within 10% of it when alone."""
+    plain, batched = "gateway", "gateway-batched"
+    found = []
+    if (gain := _ratio(by_point, (batched, most), (plain, most))) is not None:
+        found.append(
+            check(
+                f"{batched} req/s / {plain} at {most} conn",
+                gain,
+                AT_LEAST_BATCHING_GAIN,
+                at_least=True,
+            )
+        )
+    if (batched, 1) in by_point and (plain, 1) in by_point:
+        slower = by_point[(batched, 1)].p50_ms / by_point[(plain, 1)].p50_ms
+        found.append(
+            check(
+                f"{batched} p50 / {plain} p50 at 1 conn",
+                slower,
+                AT_MOST_BATCHING_P50,
+                at_least=False,
+            )
+        )
+    return found
 
 
 def _ratio(
