@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastInfer:
         metrics=metrics,
         monitor=monitor,
         traffic=traffic,
-        sample_rate=settings.sample_rate,
+        sample_rate=settings.sample_rate_of,
     )
     retraining = RetrainingTrigger(
         retraining_config(settings), monitor, deployments.state, predictions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -56,8 +57,9 @@ class DataPlane:
         metrics: GatewayMetrics,
         monitor: DriftMonitor,
         traffic: TrafficPanes,
-        sample_rate: float,
+        sample_rate: Callable[[str], float],
     ) -> None:
+        """`sample_rate(model)` is the fraction of a model's calls the monitor sees."""
         self.repository = repository
         self.router = router
         self.deployments = deployments
@@ -120,7 +122,7 @@ class DataPlane:
             result, tensors = await self._run(
                 loaded, route, request, binary, key, explicit=bool(version)
             )
-            if is_sampled(self.sample_rate, name, key):
+            if is_sampled(self.sample_rate(name), name, key):
                 sample = Sample(name, route.version, tensors.inputs, tensors.results, request.id)
                 offered = self.monitor.offer(sample)
                 (route_metrics.samples if offered else route_metrics.samples_dropped).inc()

@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Per-model batching, e.g. `DRIFTGATE_MODEL_BATCHING='{"demo": {"max_batch_size": 32}}'`."""
     sample_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
     """Fraction of requests whose features and outputs the drift monitor sees."""
+    model_sample_rates: dict[str, Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]] = {}
+    """Per-model sampling, e.g. `DRIFTGATE_MODEL_SAMPLE_RATES='{"demo": 1.0}'`."""
     drift_interval_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
     """Between drift evaluations (alarm persistence counts evaluations)."""
     drift_pane_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
@@ -90,6 +92,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def registry_path(self) -> Path:
         """Where model versions are stored."""
         return self.home / "models"
+
+    def sample_rate_of(self, model: str) -> float:
+        """The fraction of `model`'s requests the drift monitor sees."""
+        return self.model_sample_rates.get(model, self.sample_rate)
 
     def batching_of(self, model: str) -> Batching:
         """The batching settings of `model`."""
@@ -147,7 +153,9 @@ def load_client_settings(
     return msgspec.convert(values, ClientSettings)
 
 
-_JSON_FIELDS = frozenset({"batching", "model_batching"})  # structured: JSON in the environment
+_JSON_FIELDS = frozenset(
+    {"batching", "model_batching", "model_sample_rates"}
+)  # structured: JSON in the environment
 
 
 def _decode_path(kind: type, value: Any) -> Any:

@@ -45,3 +45,15 @@ def test_unknown_keys_in_the_config_file_are_refused(tmp_path: Path) -> None:
     config.write_text("prot = 80\n")
     with pytest.raises(ValueError, match="prot"):
         load_settings({"DRIFTGATE_CONFIG": str(config)})
+
+
+def test_structured_settings_come_as_json() -> None:
+    settings = load_settings(
+        {
+            "DRIFTGATE_MODEL_SAMPLE_RATES": '{"demo": 1.0}',
+            "DRIFTGATE_MODEL_BATCHING": '{"demo": {"max_batch_size": 16}}',
+        }
+    )
+    assert (settings.sample_rate_of("demo"), settings.sample_rate_of("other")) == (1.0, 0.1)
+    assert settings.batching_of("demo").max_batch_size == 16
+    assert settings.batching_of("other").max_batch_size == 1
