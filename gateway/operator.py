@@ -116,9 +116,12 @@ def _set(args: argparse.Namespace, _: object) -> int:
 
 
 def _act(args: argparse.Namespace, _: object) -> int:
-    deployment = admin_client(args).request(
-        "POST", f"/admin/models/{args.name}/{args.action}", {"reason": args.reason}
-    )
+    return post_reason(args, f"/admin/models/{args.name}/{args.action}")
+
+
+def post_reason(args: argparse.Namespace, path: str) -> int:
+    """POST the command's `--reason` to an admin action and print the deployment after it."""
+    deployment = admin_client(args).request("POST", path, {"reason": args.reason})
     print_deployment(deployment, args.json)
     return 0
 

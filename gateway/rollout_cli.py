@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.operator import admin_client, print_deployment
+from gateway.operator import admin_client, post_reason, print_deployment
 from gateway.tables import print_table
 
 
@@ -91,8 +91,4 @@ def _rollout_status(args: argparse.Namespace, _: object) -> int:
 
 
 def _rollout_steer(args: argparse.Namespace, _: object) -> int:
-    deployment = admin_client(args).request(
-        "POST", f"/admin/models/{args.name}/rollout/{args.action}", {"reason": args.reason}
-    )
-    print_deployment(deployment, args.json)
-    return 0
+    return post_reason(args, f"/admin/models/{args.name}/rollout/{args.action}")

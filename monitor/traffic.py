@@ -7,6 +7,7 @@ merge by summing (through the same `PaneStore` as the drift panes).
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Iterable
@@ -21,7 +22,6 @@ CALLS, ERRORS = 0, 1
 LATENCY = slice(2, 2 + len(LATENCY_BUCKETS) + 1)
 LABELLED, CORRECT, ABS_ERROR = LATENCY.stop, LATENCY.stop + 1, LATENCY.stop + 2
 WIDTH = ABS_ERROR + 1
-_EDGES = np.array(LATENCY_BUCKETS)
 
 
 class Outcomes(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,7 +72,8 @@ class TrafficPanes:
         self.pane_seconds = pane_seconds
         self._max_panes = max_panes
         # Only touched from the event loop (calls, feedback, evaluations): no lock needed.
-        self._panes: dict[tuple[str, int], dict[int, np.ndarray]] = {}
+        # Plain lists: a Python float increment is several times cheaper than a numpy one.
+        self._panes: dict[tuple[str, int], dict[int, list[float]]] = {}
 
     def record(self, model: str, version: int, status: int, seconds: float) -> None:
         """Count one finished call."""
@@ -80,7 +81,7 @@ class TrafficPanes:
         pane[CALLS] += 1
         if status >= 500:
             pane[ERRORS] += 1
-        pane[LATENCY.start + int(np.searchsorted(_EDGES, seconds, side="left"))] += 1
+        pane[LATENCY.start + bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def record_label(self, model: str, version: int, correct: bool, abs_error: float) -> None:
         """Count one prediction whose ground truth arrived."""
@@ -93,16 +94,16 @@ class TrafficPanes:
         """This process's panes of a version, by start, as bytes for a `PaneStore`."""
         panes = self._panes.get((model, version), {})
         return {
-            number * self.pane_seconds: pane.astype("<f8").tobytes()
+            number * self.pane_seconds: np.array(pane, dtype="<f8").tobytes()
             for number, pane in panes.items()
         }
 
-    def _pane(self, model: str, version: int) -> np.ndarray:
+    def _pane(self, model: str, version: int) -> list[float]:
         number = int(time.time() // self.pane_seconds)
         panes = self._panes.setdefault((model, version), {})
         pane = panes.get(number)
         if pane is None:
-            pane = panes[number] = np.zeros(WIDTH)
+            pane = panes[number] = [0.0] * WIDTH
             for old in sorted(panes)[: -self._max_panes]:
                 del panes[old]
         return pane

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from registry.audit import AuditEntry, AuditHead
+from registry.audit import AuditEntry, AuditHead, next_entry
 from registry.deployment import Deployment
 from registry.errors import RegistryError
 
@@ -38,6 +38,18 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     deployment: Deployment | None = None
     before: Any = None
     after: Any = None
+
+    def entry_after(self, head: AuditHead) -> AuditEntry:
+        """The audit entry recording this change, chained onto `head`."""
+        return next_entry(
+            head,
+            actor=self.actor,
+            action=self.action,
+            model=self.model,
+            reason=self.reason,
+            before=self.before,
+            after=self.after,
+        )
 
 
 class StateBackend(Protocol):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import msgspec
 
-from registry.audit import AuditEntry, AuditHead, next_entry
+from registry.audit import AuditEntry, AuditHead
 from registry.deployment import Deployment
 from registry.state import Change, ChangeListener, RevisionConflictError
 
@@ -91,15 +91,7 @@ class EmbeddedState:
                         f"{revision}, expected {change.expected_revision}); read it again"
                     )
             head = self._read_head()
-            entry = next_entry(
-                head,
-                actor=change.actor,
-                action=change.action,
-                model=change.model,
-                reason=change.reason,
-                before=change.before,
-                after=change.after,
-            )
+            entry = change.entry_after(head)
             with (self.directory / "audit.jsonl").open("ab") as log:
                 log.write(msgspec.json.encode(entry) + b"\n")
                 log.flush()

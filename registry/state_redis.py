@@ -23,7 +23,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from registry.audit import AuditEntry, AuditHead, next_entry
+from registry.audit import AuditEntry, AuditHead
 from registry.deployment import Deployment
 from registry.state import Change, ChangeListener, RevisionConflictError, StateUnavailableError
 
@@ -106,15 +106,7 @@ class RedisState:
         for _ in range(_COMMIT_ATTEMPTS):
             raw_head = await self._call(self._redis.get(self._keys[0]))
             head = _HEAD.decode(raw_head) if raw_head else AuditHead()
-            entry = next_entry(
-                head,
-                actor=change.actor,
-                action=change.action,
-                model=change.model,
-                reason=change.reason,
-                before=change.before,
-                after=change.after,
-            )
+            entry = change.entry_after(head)
             outcome = await self._call(
                 self._script(
                     keys=self._keys,
