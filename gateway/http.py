@@ -1,4 +1,5 @@
-"""Open Inference Protocol REST routes: thin handlers over the DataPlane."""
+"""Open Inference Protocol REST routes besides infer (see `gateway.fast_infer`): thin
+handlers over the DataPlane."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from gateway.protocol import (
     ServerReady,
 )
 
-HEADER_LENGTH = "inference-header-content-length"
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorResponse, description=description)
     for status, description in [
@@ -29,11 +29,6 @@ _ERRORS = {
         (503, "The version cannot be served (integrity check failed)"),
     ]
 }
-_INFER_DESCRIPTION = (
-    "Body: an Open Inference Protocol inference request (JSON), optionally followed by "
-    "binary tensor data (Triton's extension) whose JSON header length is given in the "
-    "`Inference-Header-Content-Length` header. `gzip` and `deflate` bodies are accepted."
-)
 
 
 @get("/health/live", summary="Server liveness", tags=["health"])
