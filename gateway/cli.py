@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     demo_story = commands.add_parser(
         "demo", parents=[home], help="the closed loop in a minute: rollback, promotion, drift"
     )
+    demo_story.add_argument(
+        "--redis-url", default="", help="run two gateway processes sharing this Redis"
+    )
     demo_story.set_defaults(command=_demo)
     add_operator_commands(commands, home)
     return parser
@@ -194,7 +197,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateway.demo_story import run_demo
 
-    outcome = asyncio.run(run_demo(getattr(args, "home", None)))
+    outcome = asyncio.run(run_demo(getattr(args, "home", None), redis_url=args.redis_url))
     told = (outcome["v2"], outcome["v3"], outcome["retraining"])
     return 0 if told == ("rolled_back", "promoted", True) else 1
 

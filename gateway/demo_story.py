@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.demo import DEMO_MODEL, train_demo_model
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_environ
 from registry import ModelRegistry
 
 TOKEN = secrets.token_urlsafe(16)  # a fresh admin token per run, never a fixed one
@@ -50,8 +51,9 @@ ROLLOUT = {
 class Story:
     """The demo's state: where it runs, what it saw, and how to narrate it."""
 
-    def __init__(self, home: Path, say: Callable[[str], None]) -> None:
+    def __init__(self, home: Path, say: Callable[[str], None], redis_url: str = "") -> None:
         self.home = home
+        self.redis_url = redis_url
         self.say = say
         self.registry = ModelRegistry(home / "models")
         self.shift = 0.0  # added to the users' inputs, in reference std units
@@ -66,13 +68,16 @@ class Story:
         self.say(f"[{time.monotonic() - self.started:5.1f}s] {text}")
 
 
-async def run_demo(home: Path | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole story; returns what happened (for tests)."""
+async def run_demo(
+    home: Path | None = None, say: Callable[[str], None] = print, redis_url: str = ""
+) -> dict[str, Any]:
+    """Run the whole story; returns what happened (for tests). With `redis_url`, two
+    gateway processes share that Redis and the users are spread over both."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call drowns the story
     with contextlib.ExitStack() as stack:
         if home is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftgate-demo-")))
-        story = Story(home, say)
+        story = Story(home, say, redis_url)
         return await _tell(story)
 
 
@@ -83,7 +88,6 @@ async def _tell(story: Story) -> dict[str, Any]:
     saver = f"import sys; open({str(events)!r}, 'wb').write(sys.stdin.buffer.read())"
     settings = Settings(
         home=story.home,
-        port=_free_port(),
         tokens=f"operator:admin:{TOKEN}",
         sample_rate=1.0,
         drift_pane_seconds=2.0,
@@ -92,23 +96,26 @@ async def _tell(story: Story) -> dict[str, Any]:
         retraining_cooldown_seconds=0.0,
         retraining_command=f"{sys.executable} -c {saver!r}",
         log_level="warning",
+        redis_url=story.redis_url,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning"
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    url = f"http://127.0.0.1:{settings.port}"
-    story.note(f"gateway serving on {url}; users start calling it")
     outcome: dict[str, Any] = {}
-    async with httpx.AsyncClient(
-        base_url=url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
+    async with _gateways(settings, 2 if story.redis_url else 1) as urls:
+        story.note(f"gateway serving on {', '.join(urls)}; users start calling it")
+        await _story(story, urls, events, outcome)
+    _print_timeline(story, outcome["timeline"])
+    return outcome
+
+
+async def _story(story: Story, urls: list[str], events: Path, outcome: dict[str, Any]) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    clients = [httpx.AsyncClient(base_url=url, timeout=10, headers=headers) for url in urls]
+    client = clients[0]  # the operator's; users are spread over every gateway
+    try:
         stop = asyncio.Event()
-        users = [asyncio.create_task(_user(story, client, index, stop)) for index in range(4)]
+        users = [
+            asyncio.create_task(_user(story, clients[index % len(clients)], index, stop))
+            for index in range(4)
+        ]
         await asyncio.sleep(3)
 
         story.note("registering version 2 (trained on shuffled labels: it predicts nonsense)")
@@ -136,11 +143,59 @@ async def _tell(story: Story) -> dict[str, Any]:
         stop.set()
         await asyncio.gather(*users)
         audit = (await client.get("/admin/audit", params={"model": DEMO_MODEL})).json()
-    server.should_exit = True
-    await serving
-    outcome["timeline"] = audit["entries"]
-    _print_timeline(story, audit["entries"])
-    return outcome
+        outcome["timeline"] = audit["entries"]
+    finally:
+        for each in clients:
+            await each.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _gateways(settings: Settings, count: int) -> AsyncIterator[list[str]]:
+    """One gateway in this process (embedded state), or `count` processes sharing Redis."""
+    if count == 1:
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        try:
+            yield [f"http://127.0.0.1:{port}"]
+        finally:
+            server.should_exit = True
+            await serving
+        return
+    ports = [_free_port() for _ in range(count)]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--port",
+            str(port),
+            env={**os.environ, **settings_environ(msgspec.structs.replace(settings, port=port))},
+        )
+        for port in ports
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        async with httpx.AsyncClient() as probe:
+            for url in urls:
+
+                async def ready(url: str = url) -> bool:
+                    with contextlib.suppress(httpx.HTTPError):
+                        return (await probe.get(f"{url}/v2/health/ready")).status_code == 200
+                    return False
+
+                if not await _wait(ready, 60):
+                    raise RuntimeError(f"the gateway at {url} did not start")
+        yield urls
+    finally:
+        for process in processes:
+            process.terminate()
+            await process.wait()
 
 
 async def _rollout(story: Story, client: httpx.AsyncClient, version: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, running_gateway
+from tests.conftest import ADMIN_TOKEN, RedisServer, running_gateway
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).parents[1] / "examples" / "retrain.py"
@@ -60,3 +60,29 @@ def test_the_demo_story_and_an_unattended_retraining(tmp_path: Path) -> None:
             f"{url}/admin/models/demo/rollout", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         ).json()
         assert (state["version"], state["status"]) == (4, "running")
+
+
+@pytest.mark.timeout(240)
+def test_the_same_story_with_two_gateways_on_one_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--home",
+            str(tmp_path),
+            "--redis-url",
+            redis_server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo.stdout.count("http://127.0.0.1:") >= 2  # two gateways served the users
+    for step in ["version 2: rolled_back", "version 3: promoted", "retraining requested"]:
+        assert step in demo.stdout
