@@ -28,6 +28,7 @@ from monitor.window import DriftWindow, merge
 from registry.manifest import Manifest
 
 logger = logging.getLogger(__name__)
+CONSUME_BATCH = 256  # samples the consumer takes at once
 
 
 class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -97,12 +98,14 @@ class VersionWatch:
         # The request id of every row in the windows, oldest first (for exports' labels).
         self.request_ids: deque[str | None] = deque(maxlen=config.capacity)
 
-    def add(self, sample: Sample) -> None:
-        """Update both windows with one sample."""
-        rows = self.extractor.input_rows(sample.inputs)
-        self.inputs.update(rows)
-        self.outputs.update(self.extractor.output_rows(sample.outputs))
-        self.request_ids.extend([sample.request_id] * rows.shape[0])
+    def add(self, samples: list[Sample]) -> None:
+        """Update both windows with samples, in one kernel call per window."""
+        inputs = [self.extractor.input_rows(sample.inputs) for sample in samples]
+        outputs = [self.extractor.output_rows(sample.outputs) for sample in samples]
+        self.inputs.update(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
+        self.outputs.update(np.concatenate(outputs) if len(outputs) > 1 else outputs[0])
+        for sample, rows in zip(samples, inputs, strict=True):
+            self.request_ids.extend([sample.request_id] * rows.shape[0])
 
 
 class DriftMonitor:
@@ -227,17 +230,29 @@ class DriftMonitor:
         return reports
 
     async def _consume(self) -> None:
+        # Under load samples queue up while the loop serves requests; taking all that wait
+        # at once makes one window update per version instead of one per sample.
         assert self._queue is not None
         while True:
-            sample = await self._queue.get()
-            try:
-                watch = self._watches[(sample.model, sample.version)]
-                watch.add(sample)
-                if self.predictions is not None and sample.request_id is not None:
-                    self.predictions.remember(sample.request_id, watch.manifest, sample.outputs)
-            except Exception:  # a malformed sample must not stop the monitor
-                logger.exception("could not add a sample of %s v%d", sample.model, sample.version)
-            finally:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < CONSUME_BATCH:
+                batch.append(self._queue.get_nowait())
+            by_version: dict[tuple[str, int], list[Sample]] = {}
+            for sample in batch:
+                by_version.setdefault((sample.model, sample.version), []).append(sample)
+            for key, samples in by_version.items():
+                try:
+                    watch = self._watches[key]
+                    watch.add(samples)
+                    if self.predictions is not None:
+                        for sample in samples:
+                            if sample.request_id is not None:
+                                self.predictions.remember(
+                                    sample.request_id, watch.manifest, sample.outputs
+                                )
+                except Exception:  # a malformed sample must not stop the monitor
+                    logger.exception("could not add samples of %s v%d", *key)
+            for _ in batch:
                 self._queue.task_done()
 
     async def _evaluate_forever(self) -> None:
