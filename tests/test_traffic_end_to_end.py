@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -31,38 +32,11 @@ def operator(url: str, *args: str, token: str = ADMIN_TOKEN) -> subprocess.Compl
 
 
 def test_operator_cli_sets_shows_promotes_and_audits(live_server: str, home: Path) -> None:
-    done = operator(
-        live_server,
-        "traffic",
-        "set",
-        "affine",
-        "--stable",
-        "2",
-        "--canary",
-        "1",
-        "--weight",
-        "20",
-        "--shadow",
-        "1:0",
-        "--reason",
-        "canary v1",
-    )
+    change = shlex.split("traffic set affine --stable 2 --canary 1 --weight 20 --reason canary-v1")
+    done = operator(live_server, *change, "--shadow", "1:0")  # v1 cannot be canary and shadow
     assert done.returncode == 2
     assert "400: a version can play only one role" in done.stderr
-    done = operator(
-        live_server,
-        "traffic",
-        "set",
-        "affine",
-        "--stable",
-        "2",
-        "--canary",
-        "1",
-        "--weight",
-        "20",
-        "--reason",
-        "canary v1",
-    )
+    done = operator(live_server, *change)
     assert done.returncode == 0, done.stderr
     assert "canary  1        20.00%" in done.stdout
     with httpx.Client(base_url=live_server) as client:
