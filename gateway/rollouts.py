@@ -191,6 +191,8 @@ class RolloutController:
         )
         reason = "; ".join(f"{r.gate} {r.verdict}: {r.reason}" for r in results)
         changed = await self._manager.change(model, action, CONTROLLER, reason, apply)
+        if rollout.config.notify:
+            await self._notify(rollout.config.notify, model, action, reason, changed)
         logger.info(
             "rollout of %s v%d: %s -> %s", model, rollout.version, evaluation.verdict, action
         )
@@ -228,6 +230,25 @@ class RolloutController:
         return GateResult(
             gate="webhook", verdict=verdict, reason=f"{url} answered {response.status_code}"
         )
+
+    async def _notify(
+        self, url: str, model: str, action: str, reason: str, deployment: Deployment
+    ) -> None:
+        """Post a decision; a failure is logged, never blocks the rollout."""
+        assert self._http is not None
+        body = {
+            "model": model,
+            "action": action,
+            "reason": reason,
+            "deployment": msgspec.to_builtins(deployment),
+        }
+        try:
+            response = await self._http.post(
+                url, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
+            )
+            response.raise_for_status()
+        except httpx.HTTPError:
+            logger.warning("rollout decision webhook %s failed", url, exc_info=True)
 
     async def _loop(self) -> None:
         while True:

@@ -54,6 +54,8 @@ class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     consecutive_failure_limit: Positive = 2
     """Failed evaluations in a row that roll back."""
     gates: Gates = Gates()
+    notify: str | None = None
+    """URL POSTed every decision (action, reason, the rollout state with its evidence)."""
 
 
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):

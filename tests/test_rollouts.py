@@ -3,11 +3,13 @@ decision while the evidence is inconclusive."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -131,3 +133,50 @@ def test_operators_pause_resume_and_abort(gateway: Client) -> None:
     assert aborted["rollout"]["status"] == "aborted"
     assert aborted["canary"]["weight"] == 0.0
     assert gateway.post("/admin/models/affine/rollout/jump", headers=ADMIN).status_code == 404
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook on a loopback socket that keeps what it was sent and answers `status`."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+    status: ClassVar[int] = 200
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Receiver.received.append({"path": self.path, "body": json.loads(body)})
+        self.send_response(Receiver.status)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    Receiver.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_gate_and_decision_notifications(gateway: Client, webhook: str) -> None:
+    config = {
+        **FAST,
+        "notify": f"{webhook}/decisions",
+        "gates": {**FAST["gates"], "webhook": f"{webhook}/gate"},
+    }
+    response = gateway.post(
+        "/admin/models/affine/rollout", headers=ADMIN, json={"version": 3, "config": config}
+    )
+    assert response.status_code == 201, response.text
+    state = traffic_until(gateway, lambda s: s["status"] != "running")
+    assert state["status"] == "promoted"
+    gates = [r for r in Receiver.received if r["path"] == "/gate"]
+    decisions = [r["body"]["action"] for r in Receiver.received if r["path"] == "/decisions"]
+    assert gates
+    assert gates[0]["body"]["model"] == "affine"
+    assert decisions[-1] == "rollout.promote"
+    assert "rollout.step" in decisions
