@@ -47,11 +47,7 @@ tools: ## Install the Debian tools the tests run (prometheus, redis) when missin
 			--no-install-recommends prometheus redis-server \
 		&& { $(SUDO) systemctl disable --now prometheus 2>/dev/null || true; }; }
 
-$(VENV)/.bench-installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $@ $(VENV)/.dev-installed $(VENV)/.serve-installed
-
-bench: $(VENV)/.bench-installed ## Benchmarks against the limit and a peer (installs wrk if missing)
+bench: $(VENV)/.dev-installed ## Benchmarks against the limit and a peer (installs wrk if missing)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 	$(BIN)/python -m benchmarks http
