@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -36,8 +37,10 @@ class OnnxRuntime:
     A run goes to a worker thread, off the event loop, unless it is measured to be shorter
     than `inline_seconds`: handing a call to a thread and back costs tens of microseconds
     on the loop, more than a tiny model's whole run, so such runs are cheaper for the loop
-    done in place. Run time is tracked per row (an exponential moving average of every run),
-    so a large batch of a small model still goes to a thread.
+    done in place. The run time per row is measured at warm-up, in place and uncontended
+    (the median of several runs): a run timed in a worker thread also counts its wait for
+    the GIL, which under load is the loop's time, not the model's. A large batch of a
+    small model still goes to a thread.
     """
 
     def __init__(
@@ -70,13 +73,16 @@ class OnnxRuntime:
         for spec in self._signature.inputs:
             if spec.datatype == "BYTES":
                 inputs[spec.name] = np.full(inputs[spec.name].shape, "", dtype=object)
+        timings = []
         try:
             for _ in range(WARM_UP_RUNS):
                 started = time.perf_counter()
                 self._session.run(None, inputs)
-                self._learn(_rows(inputs), time.perf_counter() - started)
+                timings.append(time.perf_counter() - started)
         except Exception as exc:  # a model may reject zeros; it still serves real data
             logger.warning("warm-up run failed (the model still serves): %s", exc)
+            return
+        self._seconds_per_row = statistics.median(timings) / _rows(inputs)
 
     async def predict(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
@@ -93,7 +99,6 @@ class OnnxRuntime:
                 )
         except Exception as exc:  # ORT raises its own exception types
             raise ModelRuntimeError(f"the model failed: {exc}") from exc
-        self._learn(rows, seconds)
         if self._observe is not None:
             self._observe(rows, seconds)
         return results
@@ -106,16 +111,8 @@ class OnnxRuntime:
         results: list[np.ndarray] = self._session.run(outputs, inputs)
         return results, time.perf_counter() - started
 
-    def _learn(self, rows: int, seconds: float) -> None:
-        per_row = seconds / max(rows, 1)
-        if math.isinf(self._seconds_per_row):
-            self._seconds_per_row = per_row
-        else:  # slow to trust a cheap run, quick to believe an expensive one
-            weight = 0.5 if per_row > self._seconds_per_row else 0.05
-            self._seconds_per_row += weight * (per_row - self._seconds_per_row)
 
-
-WARM_UP_RUNS = 5
+WARM_UP_RUNS = 7  # the first runs allocate; the median sees past them
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:
