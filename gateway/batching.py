@@ -1,8 +1,9 @@
 """Adaptive dynamic batching: a Runtime that wraps a Runtime.
 
-A lone request runs at once (no timer to wait out). Requests that arrive while a batch is
-running queue up, and the next batch takes all of them, up to `max_batch_size` rows: under
-load batches grow by themselves, at low load nothing waits. `max_queue_delay` optionally
+A lone request runs at once (no timer to wait out; at most one loop tick). Requests that
+arrive while a batch is running, or in the same loop tick, queue up, and the next batch takes
+all of them, up to `max_batch_size` rows: under load batches grow by themselves, at low load
+nothing waits. `max_queue_delay` optionally
 holds a batch open a little longer to fill it (0, the default, never waits). Rows are
 independent by contract, so batching never changes a result; requests whose non-batch
 dimensions differ never share a batch. A failed batch fails exactly its own requests, with
@@ -98,6 +99,11 @@ class AdaptiveBatcher:
         while self._pending:
             if self._delay > 0 and self._queued_rows() < self._max_rows:
                 await asyncio.sleep(self._delay)
+            elif len(self._pending) < self._max_rows:
+                # One loop tick, not a timer: requests already read in this tick (many
+                # connections' data arrives in one poll) join the batch. A model run in
+                # place blocks the loop, so without this its batches would all be of one.
+                await asyncio.sleep(0)
             await self._run(self._take())
 
     def _queued_rows(self) -> int:
