@@ -78,11 +78,6 @@ class ShadowMirror:
         """Copies waiting to run."""
         return self._queue.qsize() if self._queue is not None else 0
 
-    async def drain(self) -> None:
-        """Wait until every queued copy has run (for an orderly shutdown and for tests)."""
-        if self._queue is not None:
-            await self._queue.join()
-
     async def _work(self) -> None:
         assert self._queue is not None
         while True:

@@ -156,11 +156,6 @@ class DriftMonitor:
             return False
         return True
 
-    async def drain(self) -> None:
-        """Wait until every queued sample is in its windows."""
-        if self._queue is not None:
-            await self._queue.join()
-
     def report(self, model: str, version: int) -> DriftReport | None:
         """The latest evaluation of a version, if it was evaluated yet."""
         watch = self._watches.get((model, version))
