@@ -17,6 +17,7 @@ from registry.manifest import (
     Features,
     NumericProfile,
     ReferenceProfile,
+    Signature,
     TensorSpec,
 )
 
@@ -27,15 +28,25 @@ COARSE_BINS = 10  # PSI's customary deciles: enough mass per bin for small windo
 def build_profile(
     frame: pl.DataFrame,
     features: Features,
+    inputs: Mapping[str, np.ndarray],
     outputs: Mapping[str, np.ndarray],
-    output_specs: tuple[TensorSpec, ...],
+    signature: Signature,
 ) -> ReferenceProfile:
-    """Profile every feature column of `frame` and every output the model produced on it."""
+    """Profile every feature and every output the model produced on the reference.
+
+    Numeric features are profiled from `inputs`, the reference as the model receives it
+    (cast to the signature's dtypes), never from the file's own values: a float64 CSV
+    profiled as float64 puts bin edges between values that float32 requests can only land
+    on one side of, and drift-free FP32 traffic then looks drifted.
+    """
     columns = frame.select(features.names)
     return ReferenceProfile(
         rows=frame.height,
-        features=tuple(profile_series(columns.get_column(name)) for name in features.names),
-        outputs=tuple(_profile_outputs(outputs, output_specs)),
+        features=tuple(
+            profile_series(_as_served(columns.get_column(name), index, features, inputs))
+            for index, name in enumerate(features.names)
+        ),
+        outputs=tuple(_profile_outputs(outputs, signature.outputs)),
     )
 
 
@@ -51,6 +62,22 @@ def output_names(spec: TensorSpec) -> list[str]:
     if len(spec.shape) == 2 and spec.shape[1] > 1:
         return [f"{spec.name}[{index}]" for index in range(spec.shape[1])]
     return [spec.name]
+
+
+def _as_served(
+    column: pl.Series, index: int, features: Features, inputs: Mapping[str, np.ndarray]
+) -> pl.Series:
+    """Feature `index` as the model receives it, if that is a number; else its file column."""
+    if features.layout == "matrix":
+        (tensor,) = inputs.values()
+        served = tensor.reshape(tensor.shape[0], -1)[:, index]
+    else:
+        served = inputs[column.name].reshape(-1)
+    # Integer inputs cannot hold a missing value, and text keeps its file form: only
+    # floating-point inputs change a numeric column's values.
+    if not column.dtype.is_numeric() or served.dtype.kind != "f":
+        return column
+    return pl.Series(column.name, served)
 
 
 def _profile_outputs(

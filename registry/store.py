@@ -74,8 +74,9 @@ class ModelRegistry:
         unknown = sorted(set(sensitive) - set(features.names))
         if unknown:
             raise InvalidReferenceError(f"sensitive feature(s) {unknown} are not features")
+        inputs = reference_inputs(frame, signature, features)
         try:
-            raw_outputs = session.run(None, reference_inputs(frame, signature, features))
+            raw_outputs = session.run(None, inputs)
         except Exception as exc:  # ORT's own error types
             raise InvalidReferenceError(f"the model fails on the reference data: {exc}") from exc
         outputs = {
@@ -87,7 +88,7 @@ class ModelRegistry:
             rows=frame.height,
             schema={column: str(dtype) for column, dtype in frame.schema.items()},
         )
-        profile = build_profile(frame, features, outputs, signature.outputs)
+        profile = build_profile(frame, features, inputs, outputs, signature)
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
