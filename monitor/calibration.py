@@ -76,6 +76,71 @@ def chi_square_threshold(dof: int, alpha: float) -> float:
     return _inverse(lambda x: chi_square_pvalue(x, dof), alpha)
 
 
+def rate_pvalue(count: int, n: int, a: float, b: float, *, two_sided: bool = False) -> float:
+    """P-value of `count` events in `n` values when the event's rate is Beta(a, b) a priori.
+
+    Under no drift the window's count of an event (a missing value, a value outside the
+    reference range, a category the reference never showed) is beta-binomial: the rate is
+    only known from the reference, so it is itself uncertain. `a` and `b` come from what
+    the reference showed (see `monitor.detector`). One-sided (more events) unless
+    `two_sided`, which doubles the smaller tail.
+    """
+    if n <= 0 or count < 0 or count > n:
+        return math.nan
+    upper = _beta_binomial_tail(count, n, a, b, upward=True)
+    if not two_sided:
+        return upper
+    lower = _beta_binomial_tail(count, n, a, b, upward=False)
+    return min(1.0, 2.0 * min(upper, lower))
+
+
+def _beta_binomial_tail(count: int, n: int, a: float, b: float, *, upward: bool) -> float:
+    """P(X >= count) if `upward`, else P(X <= count), for X ~ BetaBinomial(n, a, b).
+
+    The tail away from the mean is summed from `count` outwards, term by term with the
+    ratio pmf(x + 1) / pmf(x) = (n - x) (x + a) / ((x + 1) (n - x - 1 + b)), until the
+    terms stop mattering: a handful of terms in the tails an alarm lives in. The tail
+    through the mean is one minus the other side's tail.
+    """
+    mean = n * a / (a + b)
+    if upward and count <= mean:
+        return 1.0 - _beta_binomial_tail(count - 1, n, a, b, upward=False) if count > 0 else 1.0
+    if not upward and count >= mean:
+        return 1.0 - _beta_binomial_tail(count + 1, n, a, b, upward=True) if count < n else 1.0
+    term = math.exp(
+        math.lgamma(n + 1)
+        - math.lgamma(count + 1)
+        - math.lgamma(n - count + 1)
+        + _log_beta(count + a, n - count + b)
+        - _log_beta(a, b)
+    )
+    total, x = 0.0, count
+    while term > 0.0:
+        total += term
+        if term < 1e-17 * total or x == (n if upward else 0):
+            break
+        if upward:
+            term *= (n - x) * (x + a) / ((x + 1) * (n - x - 1 + b))
+            x += 1
+        else:
+            term *= x * (n - x + b) / ((n - x + 1) * (x - 1 + a))
+            x -= 1
+    return min(1.0, total)
+
+
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def cohen_h(rate: float, reference_rate: float) -> float:
+    """Cohen's h between two proportions: 2 asin(sqrt(rate)) - 2 asin(sqrt(reference_rate)).
+
+    A difference of rates on the scale where their sampling noise is even, so one line
+    serves every base rate: 0.2 is Cohen's "small" effect, 0 to 1% or 50 to 60%.
+    """
+    return 2.0 * math.asin(math.sqrt(rate)) - 2.0 * math.asin(math.sqrt(reference_rate))
+
+
 def kolmogorov_sf(x: float) -> float:
     """P(K > x), K Kolmogorov's limit of sqrt(n) D: 2 sum_(k>=1) (-1)^(k-1) exp(-2 k^2 x^2).
 

@@ -201,7 +201,8 @@ def moments(sum_z: float, sum_z2: float, count: float) -> tuple[float, float]:
 
 # Columns of the `numeric_statistics` and `categorical_statistics` results.
 COUNT, MISSING, OUTSIDE, KS, PSI, JS, HELLINGER, WASSERSTEIN = range(8)
-MEAN_SHIFT, STD_RATIO, CHI_SQUARE, CHI_SQUARE_DOF = range(8, 12)
+MEAN_SHIFT, STD_RATIO, CHI_SQUARE, CHI_SQUARE_DOF, TAIL = range(8, 13)
+COLUMNS = 13
 
 
 @njit(cache=True, nogil=True)
@@ -213,6 +214,7 @@ def numeric_statistics(
     ks_map: Ints,
     ks_reference: Floats,
     ks_points: Floats,
+    ks_tail: Floats,
     coarse_map: Ints,
     coarse_reference: Floats,
     sums: Floats,
@@ -227,11 +229,12 @@ def numeric_statistics(
     reference arrays is zero-padded past its own bin count. KS and Wasserstein use the fine
     bins; PSI, JS, Hellinger and chi-square (on `pool_sparse` bins) the coarse ones, where a
     small window has enough per bin. W1 and the moments are in reference std (`inv_scales`).
+    `ks_tail[j, i]` is 1 where KS bin i lies in a tail of the reference; TAIL counts them.
 
     Returns:
-        [len(features), 12], columns COUNT ... CHI_SQUARE_DOF of this module.
+        [len(features), COLUMNS], columns COUNT ... TAIL of this module.
     """
-    result = np.empty((features.shape[0], 12))
+    result = np.empty((features.shape[0], COLUMNS))
     ks_window = np.empty(ks_reference.shape[1])
     coarse_window = np.empty(coarse_reference.shape[1])
     for j in range(features.shape[0]):
@@ -248,6 +251,7 @@ def numeric_statistics(
         result[j, MISSING] = counts[f, sizes[f] + 1]
         result[j, OUTSIDE] = window[0] + window[bins - 1]
         result[j, KS] = ks_statistic(reference, window)
+        result[j, TAIL] = (window * ks_tail[j, :bins]).sum()
         distance = wasserstein(reference, window, ks_points[j, :bins])
         result[j, WASSERSTEIN] = distance * inv_scales[f]
         coarse = coarse_reference[j]
@@ -274,13 +278,15 @@ def categorical_statistics(
 
     Row j of `reference` holds the reference counts of the K categories and a zero for the
     unseen bucket, zero-padded past K + 1; bins empty on both sides change no statistic.
-    The chi-square test runs on the bins `pool_sparse` leaves with `min_expected`.
+    The chi-square test compares the shares of the K known categories only, on the bins
+    `pool_sparse` leaves with `min_expected`: pooled, the unseen bucket would hide in the
+    smallest category. Unseen values are judged by their own rate (`monitor.detector`).
 
     Returns:
-        [len(features), 12], columns COUNT, MISSING, OUTSIDE (the unseen share's count),
+        [len(features), COLUMNS], columns COUNT, MISSING, OUTSIDE (the unseen count),
         PSI, JS, HELLINGER, CHI_SQUARE, CHI_SQUARE_DOF; the others are NaN.
     """
-    result = np.full((features.shape[0], 12), np.nan)
+    result = np.full((features.shape[0], COLUMNS), np.nan)
     window = np.zeros(reference.shape[1])
     for j in range(features.shape[0]):
         f = features[j]
@@ -290,7 +296,8 @@ def categorical_statistics(
         result[j, COUNT] = window.sum()
         result[j, MISSING] = counts[f, sizes[f] + 1]
         result[j, OUTSIDE] = window[sizes[f]]
-        pooled = pool_sparse(reference[j], window, min_expected)
+        known = sizes[f]
+        pooled = pool_sparse(reference[j, :known], window[:known], min_expected)
         result[j, CHI_SQUARE], result[j, CHI_SQUARE_DOF] = chi_square(*pooled)
         result[j, PSI] = psi(reference[j], window, pseudo_count)
         result[j, JS] = js_divergence(reference[j], window)

@@ -22,7 +22,7 @@ import numpy as np
 from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status, worst
 from monitor.feedback import PredictionLog
 from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
-from monitor.panes import PaneStore, decode_counts, encode_counts
+from monitor.panes import PaneStore, RowClock, decode_counts, encode_counts
 from monitor.sampling import RowExtractor
 from monitor.window import DriftWindow, merge
 from registry.manifest import Manifest
@@ -94,6 +94,7 @@ class VersionWatch:
             "input": DriftDetector(config.drift),
             "output": DriftDetector(config.drift),
         }
+        self.clocks = {"input": RowClock(), "output": RowClock()}
         self.report: DriftReport | None = None
         # The request id of every row in the windows, oldest first (for exports' labels).
         self.request_ids: deque[str | None] = deque(maxlen=config.capacity)
@@ -176,17 +177,26 @@ class DriftMonitor:
         watch = self._watches.get((model, version))
         if watch is None:
             return None
-        return watch.outputs.layout, await self._merged(
-            watch.outputs, model, version, "output", since
-        )
+        counts, _ = await self._merged(watch.outputs, model, version, "output", since)
+        return watch.outputs.layout, counts
 
     async def _merged(
         self, window: DriftWindow, model: str, version: int, direction: str, since: float
-    ) -> WindowCounts:
-        own = {start: encode_counts(counts) for start, counts in window.pane_counts().items()}
+    ) -> tuple[WindowCounts, dict[float, int]]:
+        """The counts of every process's panes since `since`, and the rows per pane start."""
+        own = {
+            start: encode_counts(start, counts) for start, counts in window.pane_counts().items()
+        }
         panes = await self._panes.exchange(f"drift:{model}:{version}:{direction}", own, since)
         decoded = [decode_counts(pane, window.layout) for pane in panes]
-        return merge(decoded) if decoded else window.layout.empty()
+        rows: dict[float, int] = {}
+        for start, counts in decoded:
+            # Every row counts once per feature, missing or not: feature 0 counts the rows.
+            rows[start] = rows.get(start, 0) + (
+                int(counts.counts[0].sum()) if counts.counts.size else 0
+            )
+        merged = merge(counts for _, counts in decoded) if decoded else window.layout.empty()
+        return merged, rows
 
     async def evaluate(self, now: float | None = None) -> list[DriftReport]:
         """Evaluate every watched version now (the loop calls this on its interval)."""
@@ -197,10 +207,11 @@ class DriftMonitor:
         for (model, version), watch in list(self._watches.items()):
             directions = []
             for direction, window in (("input", watch.inputs), ("output", watch.outputs)):
-                counts = await self._merged(window, model, version, direction, since)
+                counts, rows = await self._merged(window, model, version, direction, since)
                 statistics = window.layout.statistics(counts)
-                assessment = watch.detectors[direction].evaluate(statistics)
-                samples = int(counts.counts[0].sum()) if counts.counts.size else 0
+                seen = watch.clocks[direction].advance(rows)
+                assessment = watch.detectors[direction].evaluate(statistics, rows_seen=seen)
+                samples = sum(rows.values())
                 directions.append(
                     DirectionReport(
                         status=assessment.status,

@@ -180,6 +180,7 @@ def warm_up() -> None:
         ks_map=maps,
         ks_reference=reference,
         ks_points=reference,
+        ks_tail=reference,
         coarse_map=maps,
         coarse_reference=reference,
         sums=sums,

@@ -28,6 +28,8 @@ Ints = npt.NDArray[np.int64]
 PSI_PSEUDO_COUNT = 0.5
 # Cochran's rule: Pearson's chi-square is trusted where every bin expects 5 or more.
 MIN_EXPECTED = 5.0
+# Each tail of a numeric feature: the reference's lowest and highest 5% (in fine bins).
+TAIL_SHARE = 0.05
 
 
 class NumericStatistics(
@@ -38,8 +40,13 @@ class NumericStatistics(
     name: str
     count: int  # non-missing values in the window
     reference_count: int
+    missing: int  # missing (null or NaN) values in the window
+    reference_missing: int
     missing_rate: float
-    out_of_range_rate: float  # share of values outside the reference [min, max]
+    out_of_range: int  # values outside the reference [min, max]
+    out_of_range_rate: float
+    tail_rate: float  # share of values in the reference's lowest and highest 5% or beyond
+    reference_tail_rate: float  # the same share in the reference (under 0.1 with ties)
     ks: float  # from fine bins; within max bin mass (about 0.01) under the exact statistic
     psi: float  # coarse bins, smoothed
     psi_bins: int  # coarse bins with reference mass: PSI's null has psi_bins - 1 dof
@@ -60,8 +67,12 @@ class CategoricalStatistics(
     name: str
     count: int
     reference_count: int
+    missing: int
+    reference_missing: int
     missing_rate: float
-    unseen_rate: float  # share of values the reference never showed
+    unseen: int  # values the reference never showed
+    unseen_rate: float
+    reference_singletons: int  # categories seen once: how often the new shows up (Good-Turing)
     psi: float
     psi_bins: int
     js: float
@@ -130,6 +141,7 @@ class WindowLayout:
         self._ks_map = _pad([b.ks_map for b in numeric_bins], 0).astype(np.int64)
         self._ks_reference = _pad([b.ks_reference for b in numeric_bins], 0.0)
         self._ks_points = _pad([b.ks_points for b in numeric_bins], 0.0)
+        self._ks_tail = _pad([b.ks_tail for b in numeric_bins], 0.0)
         self._coarse_map = _pad([b.coarse_map for b in numeric_bins], 0).astype(np.int64)
         self._coarse_reference = _pad([np.array(p.coarse_counts) for p in numeric], 0.0)
         self._categorical = np.flatnonzero(self.kinds == CATEGORICAL).astype(np.int64)
@@ -137,6 +149,11 @@ class WindowLayout:
         self._categorical_reference = _pad(
             [np.array([*p.frequencies.values(), 0]) for p in categorical], 0.0
         )
+        self._reference_missing = _reference_missing(self.profiles)
+        self._reference_tail_rates = [
+            _rate(float(b.ks_tail @ b.ks_reference), float(b.ks_reference.sum()))
+            for b in numeric_bins
+        ]
 
     def empty(self) -> WindowCounts:
         """Zero counts in this layout's shape."""
@@ -167,6 +184,7 @@ class WindowLayout:
             ks_map=self._ks_map,
             ks_reference=self._ks_reference,
             ks_points=self._ks_points,
+            ks_tail=self._ks_tail,
             coarse_map=self._coarse_map,
             coarse_reference=self._coarse_reference,
             sums=counts.sums,
@@ -183,15 +201,23 @@ class WindowLayout:
             min_expected=MIN_EXPECTED,
         )
         result: dict[int, FeatureStatistics] = {}
-        for feature, row in zip(self._numeric.tolist(), numeric.tolist(), strict=True):
+        tail_rates = self._reference_tail_rates
+        for index, (feature, row) in enumerate(
+            zip(self._numeric.tolist(), numeric.tolist(), strict=True)
+        ):
             profile = self.profiles[feature]
             assert isinstance(profile, NumericProfile)
             result[feature] = NumericStatistics(
                 name=profile.name,
                 count=int(row[dv.COUNT]),
                 reference_count=profile.count,
+                missing=int(row[dv.MISSING]),
+                reference_missing=self._reference_missing[feature],
                 missing_rate=_rate(row[dv.MISSING], row[dv.COUNT] + row[dv.MISSING]),
+                out_of_range=int(row[dv.OUTSIDE]),
                 out_of_range_rate=_rate(row[dv.OUTSIDE], row[dv.COUNT]),
+                tail_rate=_rate(row[dv.TAIL], row[dv.COUNT]),
+                reference_tail_rate=tail_rates[index],
                 ks=row[dv.KS],
                 psi=row[dv.PSI],
                 psi_bins=sum(1 for c in profile.coarse_counts if c > 0),
@@ -210,8 +236,12 @@ class WindowLayout:
                 name=profile.name,
                 count=int(row[dv.COUNT]),
                 reference_count=profile.count,
+                missing=int(row[dv.MISSING]),
+                reference_missing=self._reference_missing[feature],
                 missing_rate=_rate(row[dv.MISSING], row[dv.COUNT] + row[dv.MISSING]),
+                unseen=int(row[dv.OUTSIDE]),
                 unseen_rate=_rate(row[dv.OUTSIDE], row[dv.COUNT]),
+                reference_singletons=sum(1 for c in profile.frequencies.values() if c == 1),
                 chi_square=row[dv.CHI_SQUARE],
                 chi_square_dof=int(row[dv.CHI_SQUARE_DOF]),
                 psi=row[dv.PSI],
@@ -229,6 +259,7 @@ class _Bins(NamedTuple):
     ks_map: Ints  # window bin -> KS bin
     ks_reference: Floats  # reference count per KS bin
     ks_points: Floats  # where each KS bin's mass sits, for Wasserstein
+    ks_tail: Floats  # 1 for KS bins in a reference tail (TAIL_SHARE each side), else 0
     coarse_map: Ints  # window bin -> coarse bin
 
 
@@ -243,7 +274,8 @@ def _numeric_bins(profile: NumericProfile) -> _Bins:
     fine = np.array(profile.fine_edges, dtype=np.float64)
     coarse = np.array(profile.coarse_edges, dtype=np.float64)
     if profile.count == 0:  # nothing to compare with: one bin, every statistic NaN
-        return _Bins(np.empty(0), np.array([1]), np.zeros(3), np.zeros(3), np.array([0]))
+        nothing = np.zeros(3)
+        return _Bins(np.empty(0), np.array([1]), nothing, nothing, nothing, np.array([0]))
     upper = np.nextafter(profile.max, np.inf)  # bins are closed on the left: > max is outside
     union = np.unique(np.concatenate([fine, coarse, [profile.min, upper]]))
     left = np.concatenate([[-np.inf], union])
@@ -251,13 +283,36 @@ def _numeric_bins(profile: NumericProfile) -> _Bins:
     ks_map[0], ks_map[-1] = 0, fine.size + 2
     low = np.concatenate([[profile.min], fine])
     high = np.concatenate([fine, [profile.max]])
+    reference = np.concatenate([[0.0], profile.fine_counts, [0.0]])
+    # A bin is in a tail when all of it lies within the reference's outer TAIL_SHARE: ties
+    # can leave a tail empty (half the values at the minimum), never make it heavier.
+    share = reference / reference.sum()
+    below, above = np.cumsum(share), np.cumsum(share[::-1])[::-1]
+    tail = (below <= TAIL_SHARE + 1e-12) | (above <= TAIL_SHARE + 1e-12)
     return _Bins(
         union=union,
         ks_map=ks_map,
-        ks_reference=np.concatenate([[0.0], profile.fine_counts, [0.0]]),
+        ks_reference=reference,
         ks_points=np.concatenate([[profile.min], (low + high) / 2, [profile.max]]),
+        ks_tail=tail.astype(np.float64),
         coarse_map=np.searchsorted(coarse, left, side="right"),
     )
+
+
+def _reference_missing(profiles: Sequence[FeatureProfile]) -> list[int]:
+    """Missing values per feature in the reference, from each profile's count and rate.
+
+    A profile keeps its non-missing count and missing rate; the reference's row count is
+    the same for all, so a feature missing everywhere takes it from the others.
+    """
+    totals = [
+        round(p.count / (1.0 - p.missing_rate)) if p.missing_rate < 1.0 else None for p in profiles
+    ]
+    rows = max((total for total in totals if total is not None), default=0)
+    return [
+        (rows if total is None else total) - p.count
+        for p, total in zip(profiles, totals, strict=True)
+    ]
 
 
 def _pad(rows: Sequence[npt.NDArray[np.generic]], fill: float) -> Floats:

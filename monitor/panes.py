@@ -90,15 +90,41 @@ class RedisPanes:
         await self._redis.aclose()
 
 
-def encode_counts(counts: WindowCounts) -> bytes:
-    """A drift pane as bytes: its counts, then its sums, little-endian."""
-    return counts.counts.astype("<i8").tobytes() + counts.sums.astype("<f8").tobytes()
+class RowClock:
+    """Rows a version's stream has produced, each counted once, from successive pane views.
+
+    Each evaluation sees the merged panes of its window; a pane may have grown since the
+    last look (the current one fills up; another process published late). Counting only
+    each pane's growth gives a count that never goes back and never counts a row twice.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._panes: dict[float, int] = {}
+
+    def advance(self, panes: Mapping[float, int]) -> int:
+        """Take the rows per pane start now; returns the rows seen so far."""
+        for start, rows in panes.items():
+            self.rows += max(0, rows - self._panes.get(start, 0))
+        self._panes = dict(panes)
+        return self.rows
 
 
-def decode_counts(data: bytes, layout: WindowLayout) -> WindowCounts:
-    """The drift pane `encode_counts` made, in `layout`'s shape."""
+def encode_counts(start: float, counts: WindowCounts) -> bytes:
+    """A drift pane as bytes: its start, its counts, then its sums, little-endian.
+
+    The start travels with the counts so that the evaluator can tell which rows are new
+    since its last look (the persistence of drift counts fresh rows).
+    """
+    head = np.array([start], dtype="<f8").tobytes()
+    return head + counts.counts.astype("<i8").tobytes() + counts.sums.astype("<f8").tobytes()
+
+
+def decode_counts(data: bytes, layout: WindowLayout) -> tuple[float, WindowCounts]:
+    """The pane start and drift counts `encode_counts` made, in `layout`'s shape."""
     empty = layout.empty()
-    split = empty.counts.size * 8
-    counts = np.frombuffer(data[:split], dtype="<i8").reshape(empty.counts.shape)
+    split = 8 + empty.counts.size * 8
+    start = float(np.frombuffer(data[:8], dtype="<f8")[0])
+    counts = np.frombuffer(data[8:split], dtype="<i8").reshape(empty.counts.shape)
     sums = np.frombuffer(data[split:], dtype="<f8").reshape(empty.sums.shape)
-    return WindowCounts(counts.astype(np.int64), sums.astype(np.float64))
+    return start, WindowCounts(counts.astype(np.int64), sums.astype(np.float64))

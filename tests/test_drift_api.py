@@ -74,6 +74,13 @@ def test_shifted_traffic_is_drift_on_that_feature_only(monitored: Client) -> Non
     rows = np.random.default_rng(2).normal(size=(400, 4)).astype(np.float32)
     rows[:, 0] += 1.0  # one reference std
     send_rows(monitored, rows)
+    wait_for(
+        monitored,
+        "/v1/models/affine/versions/2/drift",
+        lambda r: r["inputs"]["status"] in ("warn", "drift"),
+    )
+    # `drift` needs a window's worth of rows the first alarm did not see: send them.
+    send_rows(monitored, rows + np.float32(0.01))
     report = wait_for(
         monitored, "/v1/models/affine/versions/2/drift", lambda r: r["inputs"]["status"] == "drift"
     )
@@ -87,7 +94,7 @@ def test_shifted_traffic_is_drift_on_that_feature_only(monitored: Client) -> Non
     assert outputs["y[0]"] in ("warn", "drift")
 
     text = monitored.get("/metrics").text
-    assert value(text, "driftgate_samples_total", model="affine", version="2") == 40  # requests
+    assert value(text, "driftgate_samples_total", model="affine", version="2") == 80  # requests
     assert (
         value(
             text, "driftgate_drift_version_status", model="affine", version="2", direction="input"

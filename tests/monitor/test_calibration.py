@@ -102,9 +102,9 @@ def test_no_drift_false_alarm_rate_is_under_alpha_over_500_windows(profiles: lis
     detector = DriftDetector(config)
     window = DriftWindow(profiles, capacity=200)
     statuses = []
-    for _ in range(500):
+    for index in range(500):
         window.update(rows(window, rng, 200), now=0.0)  # each window replaces the last
-        statuses.append(detector.evaluate(window.statistics()).status)
+        statuses.append(detector.evaluate(window.statistics(), rows_seen=200 * index).status)
     flagged = sum(status in ("warn", "drift") for status in statuses)
     assert "insufficient_data" not in statuses
     assert flagged <= config.alpha * len(statuses)
@@ -116,38 +116,42 @@ def test_half_std_shift_in_one_of_20_features_is_drift_within_1000_samples(profi
     detector = DriftDetector()
     window = DriftWindow(profiles, capacity=1000)
     window.update(rows(window, rng, 1000), now=0.0)
-    assert detector.evaluate(window.statistics()).status == "ok"
+    assert detector.evaluate(window.statistics(), rows_seen=1000).status == "ok"
     shifted = 0
-    while shifted < 1000:
+    while shifted < 3000:
         window.update(rows(window, rng, 50, shift=0.5), now=0.0)
         shifted += 50
-        assessment = detector.evaluate(window.statistics())
+        assessment = detector.evaluate(window.statistics(), rows_seen=1000 + shifted)
         others = [f.status for i, f in enumerate(assessment.features) if i != SHIFTED]
         assert "drift" not in others
         if assessment.features[SHIFTED].status == "drift":
             break
     assert assessment.status == "drift"
-    assert assessment.features[SHIFTED].streak == DriftConfig().persistence
-    # The effect line (0.25 std) needs half the window shifted, persistence two more steps:
-    # 600 samples; seeds 1 to 4 took 500 to 700.
-    assert shifted <= 800
+    feature = assessment.features[SHIFTED]
+    assert feature.fresh_rows >= 1000  # a whole window of rows after the streak began
+    assert feature.significant
+    assert "mean_shift" in feature.large
+    # The first significant window, once the effect line (0.25 std) is passed with half the
+    # window shifted, then one more window of fresh rows: about 1,400 to 1,600 samples.
+    assert shifted <= 1800
 
 
 def test_too_few_samples_is_insufficient_data(profiles: list) -> None:
     window = DriftWindow(profiles, capacity=500)
     window.update(rows(window, np.random.default_rng(24), 99), now=0.0)
-    assessment = DriftDetector().evaluate(window.statistics())
+    assessment = DriftDetector().evaluate(window.statistics(), rows_seen=99)
     assert assessment.status == "insufficient_data"
     assert {f.status for f in assessment.features} == {"insufficient_data"}
+    assert assessment.insufficient == tuple(window.layout.names)
 
 
 def test_significant_without_effect_warns_and_never_drifts(profiles: list) -> None:
     rng = np.random.default_rng(25)
     detector = DriftDetector()
     window = DriftWindow(profiles[:8], capacity=20_000)
-    for _ in range(4):
+    for index in range(4):
         window.update(rows(window, rng, 20_000, shift=0.1), now=0.0)
-        feature = detector.evaluate(window.statistics()).features[SHIFTED]
+        feature = detector.evaluate(window.statistics(), rows_seen=20_000 * index).features[SHIFTED]
         assert feature.status == "warn"
         assert not feature.effect
         assert feature.thresholds["ks"] < window.statistics()[SHIFTED].ks
@@ -158,30 +162,50 @@ def test_drift_needs_persistence_and_a_clean_window_resets_it(profiles: list) ->
     detector = DriftDetector(DriftConfig(persistence=3))
     window = DriftWindow(profiles[:8], capacity=300)
     seen = []
-    for shift in [1.0, 1.0, 1.0, 1.0, 0.0, 1.0]:
+    for index, shift in enumerate([1.0, 1.0, 1.0, 1.0, 0.0, 1.0]):
         window.update(rows(window, rng, 300, shift=shift), now=0.0)
-        feature = detector.evaluate(window.statistics()).features[SHIFTED]
+        feature = detector.evaluate(window.statistics(), rows_seen=300 * index).features[SHIFTED]
         seen.append((feature.status, feature.streak))
     assert seen == [("warn", 1), ("warn", 2), ("drift", 3), ("drift", 4), ("ok", 0), ("warn", 1)]
 
 
+def test_drift_needs_a_window_of_fresh_rows_not_only_evaluations(profiles: list) -> None:
+    """Evaluations every 30 rows of a 300-row window share 90% of their rows: the streak
+    reaches `persistence` long before it has seen a window of new evidence."""
+    rng = np.random.default_rng(27)
+    detector = DriftDetector(DriftConfig(persistence=3))
+    window = DriftWindow(profiles[:8], capacity=300)
+    window.update(rows(window, rng, 300, shift=1.0), now=0.0)
+    streaming = []
+    for step in range(12):
+        window.update(rows(window, rng, 30, shift=1.0), now=0.0)
+        feature = detector.evaluate(window.statistics(), rows_seen=300 + 30 * step).features
+        streaming.append((feature[SHIFTED].status, feature[SHIFTED].fresh_rows))
+    # The streak began at rows_seen 300 with a window of 300: drift once 300 more arrived.
+    assert streaming[:10] == [("warn", 30 * step) for step in range(10)]
+    assert streaming[10:] == [("drift", 300), ("drift", 330)]
+
+
 def chi_square_feature(name: str, p_value: float) -> CategoricalStatistics:
-    """A categorical feature whose chi-square test has exactly this p-value."""
+    """A categorical feature whose chi-square test has p-value `p_value` / 0.8: its
+    weighted-Bonferroni share of the feature's level is 0.8, so the feature's is `p_value`."""
     return CategoricalStatistics(
-        name=name, count=1000, reference_count=10_000, missing_rate=0.0, unseen_rate=0.0,
+        name=name, count=1000, reference_count=10_000, missing=0, reference_missing=0,
+        missing_rate=0.0, unseen=0, unseen_rate=0.0, reference_singletons=0,
         psi=0.5, psi_bins=4, js=0.1, hellinger=0.1,
-        chi_square=float(stats.chi2.isf(p_value, 3)), chi_square_dof=3,
+        chi_square=float(stats.chi2.isf(p_value * 0.8, 3)), chi_square_dof=3,
     )  # fmt: skip
 
 
 def test_holm_rejects_at_least_what_bonferroni_does() -> None:
     features = [chi_square_feature(name, p) for name, p in [("a", 0.001), ("b", 0.02), ("c", 0.04)]]
-    holm = DriftDetector(DriftConfig(alpha=0.05, persistence=1)).evaluate(features)
+    holm = DriftDetector(DriftConfig(alpha=0.05, persistence=1)).evaluate(features, rows_seen=0)
     bonferroni = DriftDetector(DriftConfig(alpha=0.05, persistence=1, correction="bonferroni"))
-    fixed = bonferroni.evaluate(features)
+    fixed = bonferroni.evaluate(features, rows_seen=0)
     # Holm: 0.001 <= 0.05/3, 0.02 <= 0.05/2, 0.04 <= 0.05/1; Bonferroni: all against 0.05/3.
-    assert [f.status for f in holm.features] == ["drift", "drift", "drift"]
-    assert [f.status for f in fixed.features] == ["drift", "ok", "ok"]
+    # Warn, not drift: the first window of a streak has not yet seen a window of fresh rows.
+    assert [f.status for f in holm.features] == ["warn", "warn", "warn"]
+    assert [f.status for f in fixed.features] == ["warn", "ok", "ok"]
     assert [f.level for f in holm.features] == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
     assert all(f.level == pytest.approx(0.05 / 3) for f in fixed.features)
     # Holm stops at the first p-value over its level: nothing after it is rejected.
@@ -190,9 +214,10 @@ def test_holm_rejects_at_least_what_bonferroni_does() -> None:
             chi_square_feature("a", 0.001),
             chi_square_feature("b", 0.03),
             chi_square_feature("c", 0.04),
-        ]
+        ],
+        rows_seen=0,
     )
-    assert [f.status for f in stopped.features] == ["drift", "ok", "ok"]
+    assert [f.status for f in stopped.features] == ["warn", "ok", "ok"]
 
 
 def test_config_is_frozen_and_rejects_unknown_fields() -> None:

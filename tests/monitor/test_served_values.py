@@ -34,7 +34,7 @@ def test_float32_requests_match_a_float64_csv_reference(tmp_path: Path, load: ob
     window = DriftWindow(manifest.profile.features, capacity=len(served))
     window.update(served)
     statistics = window.statistics()
-    assessment = DriftDetector().evaluate(statistics)
+    assessment = DriftDetector().evaluate(statistics, rows_seen=len(served))
     assert assessment.status == "ok", [f for f in assessment.features if f.status != "ok"]
     # The very rows of the reference: every bin holds exactly its reference count.
     for profile, feature in zip(manifest.profile.features, statistics, strict=True):
