@@ -23,7 +23,7 @@ from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status
 from monitor.feedback import PredictionLog
 from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
 from monitor.panes import PaneStore, RowClock, decode_counts, encode_counts
-from monitor.sampling import RowExtractor
+from monitor.sampling import RowExtractor, input_profiles
 from monitor.window import DriftWindow, merge
 from registry.manifest import Manifest
 
@@ -87,7 +87,7 @@ class VersionWatch:
                 pane_seconds=config.pane_seconds,
                 max_panes=config.window_panes + 1,
             )
-            for profiles in (manifest.profile.features, manifest.profile.outputs)
+            for profiles in (input_profiles(manifest), manifest.profile.outputs)
         )
         self.extractor = RowExtractor(manifest, self.inputs.layout, self.outputs.layout)
         self.detectors = {

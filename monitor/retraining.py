@@ -154,7 +154,9 @@ class RetrainingTrigger:
             ("", watch.inputs, inputs),
             ("output:", watch.outputs, outputs),
         ):
-            for index, profile in enumerate(window.layout.profiles):
+            # Rows may end with derived columns (the PCA error): export what the model takes.
+            width = len(manifest.features.names) if window is watch.inputs else rows.shape[1]
+            for index, profile in enumerate(window.layout.profiles[:width]):
                 columns[direction + profile.name] = _values(window.layout, profile, rows[:, index])
         for name in manifest.sensitive:
             if self.config.sensitive == "drop":

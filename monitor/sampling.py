@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.layout import WindowLayout
-from registry.manifest import CategoricalProfile, Manifest
-from registry.profile import output_names
+from registry.manifest import CategoricalProfile, FeatureProfile, Manifest
+from registry.multivariate import reconstruction_errors
 
 BUCKETS = 10_000
 Floats = npt.NDArray[np.float64]
@@ -38,6 +38,14 @@ def is_sampled(rate: float, model: str, key: str | None) -> bool:
     return rate > 0.0 and bucket(f"{model}\x00sample", key) < rate * BUCKETS
 
 
+def input_profiles(manifest: Manifest) -> tuple[FeatureProfile, ...]:
+    """What the input window watches: every feature, then the PCA reconstruction error
+    (a multivariate "feature", judged like the others) when the profile has a PCA."""
+    multivariate = manifest.profile.multivariate
+    features = manifest.profile.features
+    return features if multivariate is None else (*features, multivariate.error)
+
+
 class RowExtractor:
     """Turns one version's input and output tensors into the rows its windows take."""
 
@@ -49,14 +57,24 @@ class RowExtractor:
             not any(isinstance(profile, CategoricalProfile) for profile in inputs.profiles)
             and manifest.signature.inputs[0].datatype != "BYTES"
         )
+        # An output is profiled under its name, or per column as `name[i]` (`[batch, C]`,
+        # C read from the reference run: the signature may say only -1).
+        profiled = set(outputs.names)
         self._output_specs = [
             spec
             for spec in manifest.signature.outputs
-            if set(output_names(spec)) <= set(outputs.names)
+            if spec.name in profiled or f"{spec.name}[0]" in profiled
         ]
 
     def input_rows(self, arrays: Mapping[str, np.ndarray]) -> Floats:
-        """Feature rows of a request's inputs."""
+        """Feature rows of a request's inputs (with the reconstruction error, if watched)."""
+        rows = self._feature_rows(arrays)
+        multivariate = self._manifest.profile.multivariate
+        if multivariate is None:
+            return rows
+        return np.column_stack([rows, reconstruction_errors(multivariate, rows)])
+
+    def _feature_rows(self, arrays: Mapping[str, np.ndarray]) -> Floats:
         features = self._manifest.features
         if features.layout == "matrix":
             (matrix,) = arrays.values()
@@ -80,7 +98,8 @@ class RowExtractor:
     @staticmethod
     def _stack(layout: WindowLayout, columns: list[np.ndarray]) -> Floats:
         rows = np.empty((columns[0].shape[0] if columns else 0, len(columns)))
-        for index, (profile, column) in enumerate(zip(layout.profiles, columns, strict=True)):
+        # The columns come first in the layout's order (derived ones, if any, follow them).
+        for profile, (index, column) in zip(layout.profiles, enumerate(columns), strict=False):
             if isinstance(profile, CategoricalProfile):
                 rows[:, index] = layout.encode(profile.name, column.tolist())
             else:

@@ -90,12 +90,28 @@ class CategoricalProfile(
 FeatureProfile = NumericProfile | CategoricalProfile
 
 
+class PCAProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A PCA of the standardized numeric features, for multivariate drift.
+
+    Fitted on half the reference rows; `error` profiles the reconstruction error of the
+    other half (see `registry.multivariate`).
+    """
+
+    features: tuple[int, ...]  # indices (in feature order) of the numeric features covered
+    mean: tuple[float, ...]  # per covered feature, to standardize
+    scale: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]  # kept principal directions, orthonormal rows
+    explained_variance: float  # share of the standardized variance they keep
+    error: NumericProfile  # each held-out row's RMS reconstruction error, in std
+
+
 class ReferenceProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Distributions of every input feature and model output over the reference data."""
 
     rows: int
     features: tuple[FeatureProfile, ...]
     outputs: tuple[FeatureProfile, ...]
+    multivariate: PCAProfile | None = None  # None: fewer than two varying numeric features
 
 
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

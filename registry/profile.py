@@ -16,10 +16,12 @@ from registry.manifest import (
     FeatureProfile,
     Features,
     NumericProfile,
+    PCAProfile,
     ReferenceProfile,
     Signature,
     TensorSpec,
 )
+from registry.multivariate import ERROR_FEATURE, fit_pca
 
 FINE_BINS = 100  # KS from 100 equal-mass bins is within ~1/100 of the exact statistic
 COARSE_BINS = 10  # PSI's customary deciles: enough mass per bin for small windows
@@ -40,13 +42,37 @@ def build_profile(
     on one side of, and drift-free FP32 traffic then looks drifted.
     """
     columns = frame.select(features.names)
+    served = [
+        _as_served(columns.get_column(name), index, features, inputs)
+        for index, name in enumerate(features.names)
+    ]
+    profiles = tuple(profile_series(series) for series in served)
+    numbers = [
+        series.cast(pl.Float64).fill_null(np.nan).to_numpy() if series.dtype.is_numeric() else None
+        for series in served
+    ]
     return ReferenceProfile(
         rows=frame.height,
-        features=tuple(
-            profile_series(_as_served(columns.get_column(name), index, features, inputs))
-            for index, name in enumerate(features.names)
-        ),
+        features=profiles,
         outputs=tuple(_profile_outputs(outputs, signature.outputs)),
+        multivariate=_multivariate(profiles, numbers),
+    )
+
+
+def _multivariate(
+    profiles: tuple[FeatureProfile, ...], columns: list[np.ndarray | None]
+) -> PCAProfile | None:
+    fitted = fit_pca(profiles, columns)
+    if fitted is None:
+        return None
+    error = _numeric(pl.Series(ERROR_FEATURE, fitted.held_out_errors))
+    return PCAProfile(
+        features=fitted.features,
+        mean=tuple(fitted.mean.tolist()),
+        scale=tuple(fitted.scale.tolist()),
+        components=tuple(tuple(row) for row in fitted.components.tolist()),
+        explained_variance=fitted.explained_variance,
+        error=error,
     )
 
 
@@ -55,13 +81,6 @@ def profile_series(series: pl.Series) -> FeatureProfile:
     if series.dtype.is_numeric():
         return _numeric(series)
     return _categorical(series)
-
-
-def output_names(spec: TensorSpec) -> list[str]:
-    """Names under which an output is profiled: one per column of a `[batch, C]` output."""
-    if len(spec.shape) == 2 and spec.shape[1] > 1:
-        return [f"{spec.name}[{index}]" for index in range(spec.shape[1])]
-    return [spec.name]
 
 
 def _as_served(
