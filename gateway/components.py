@@ -64,6 +64,8 @@ def monitor_config(settings: Settings) -> MonitorConfig:
         pane_seconds=settings.drift_pane_seconds,
         window_panes=settings.drift_window_panes,
         interval_seconds=settings.drift_interval_seconds,
+        drift=settings.drift,
+        model_drift=settings.model_drift,
     )
 
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from monitor.detector import DriftConfig
+
 ENV_PREFIX = "DRIFTGATE_"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -68,11 +70,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model_sample_rates: dict[str, Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]] = {}
     """Per-model sampling, e.g. `DRIFTGATE_MODEL_SAMPLE_RATES='{"demo": 1.0}'`."""
     drift_interval_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
-    """Between drift evaluations (alarm persistence counts evaluations)."""
+    """Between drift evaluations (an alarm persists over evaluations and fresh rows)."""
     drift_pane_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 10.0
     """Width of a time pane, the grain at which workers' counts merge."""
     drift_window_panes: Positive = 30
     """Panes one drift evaluation covers (30 x 10 s: five minutes)."""
+    drift: DriftConfig = DriftConfig()
+    """How drift is decided: alpha, effect lines, persistence (`monitor.detector`)."""
+    model_drift: dict[str, DriftConfig] = {}
+    """Per-model drift decisions, replacing `drift` for that model, e.g.
+    `DRIFTGATE_MODEL_DRIFT='{"pricing": {"alpha": 0.001}}'`."""
     retraining_webhook: str = ""
     """URL POSTed a retraining event when a stable version's inputs drift."""
     retraining_stream: bool = False
@@ -154,7 +161,7 @@ def load_client_settings(
 
 
 _JSON_FIELDS = frozenset(
-    {"batching", "model_batching", "model_sample_rates"}
+    {"batching", "model_batching", "model_sample_rates", "drift", "model_drift"}
 )  # structured: JSON in the environment
 
 

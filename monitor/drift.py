@@ -4,7 +4,7 @@ The request path only offers a sample (a non-blocking put on a bounded queue; wh
 the sample is dropped and counted). A consumer task turns samples into rows and updates the
 version's windows (numba kernels, microseconds per row). An evaluation task, on a fixed
 interval, merges the time panes of every process, computes the statistics and lets the
-detector judge them; persistence counts these evaluations, so the interval is fixed.
+detector judge them; an alarm persists over these evaluations and over fresh rows.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     interval_seconds: float = 10.0  # between evaluations; `persistence` counts these
     queue_size: int = 10_000  # samples waiting for the consumer; more are dropped
     drift: DriftConfig = DriftConfig()
+    model_drift: dict[str, DriftConfig] = {}  # per model, replacing `drift`
 
 
 class DirectionReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,10 +91,8 @@ class VersionWatch:
             for profiles in (input_profiles(manifest), manifest.profile.outputs)
         )
         self.extractor = RowExtractor(manifest, self.inputs.layout, self.outputs.layout)
-        self.detectors = {
-            "input": DriftDetector(config.drift),
-            "output": DriftDetector(config.drift),
-        }
+        decisions = config.model_drift.get(manifest.name, config.drift)
+        self.detectors = {"input": DriftDetector(decisions), "output": DriftDetector(decisions)}
         self.clocks = {"input": RowClock(), "output": RowClock()}
         self.report: DriftReport | None = None
         # The request id of every row in the windows, oldest first (for exports' labels).

@@ -88,7 +88,14 @@ def judge(gates: Gates, window: Window, min_samples: int) -> list[GateResult]:
         results.append(_divergence(gates.max_output_divergence, window, min_samples))
     if gates.input_drift:
         status = window.canary_input_status
-        verdict: Verdict = "fail" if status == "drift" else "pass"
+        # Not yet judged, or too few samples: no evidence either way.
+        verdict: Verdict = (
+            "inconclusive"
+            if status in (None, "insufficient_data")
+            else "fail"
+            if status == "drift"
+            else "pass"
+        )
         results.append(
             GateResult(
                 gate="input_drift",

@@ -57,6 +57,9 @@ def test_errors_latency_and_drift_fail_their_gates() -> None:
     assert verdicts(drifted)["input_drift"] == "fail"
     healthy = judge(GATES, window(outcomes(100)), 50)
     assert overall(healthy) == "pass", healthy
+    for unknown in (None, "insufficient_data"):  # no evidence on the canary's inputs yet
+        unjudged = judge(GATES, window(outcomes(100), drift=unknown), 50)
+        assert verdicts(unjudged)["input_drift"] == "inconclusive"
 
 
 def _state(**changes: object) -> RolloutState:

@@ -57,3 +57,29 @@ def test_structured_settings_come_as_json() -> None:
     assert (settings.sample_rate_of("demo"), settings.sample_rate_of("other")) == (1.0, 0.1)
     assert settings.batching_of("demo").max_batch_size == 16
     assert settings.batching_of("other").max_batch_size == 1
+
+
+def test_drift_decisions_per_model(tmp_path: Path) -> None:
+    from gateway.components import monitor_config
+    from monitor.drift import VersionWatch
+    from registry import ModelRegistry
+    from tests.models import affine_model, affine_reference
+
+    settings = load_settings(
+        {
+            "DRIFTGATE_DRIFT": '{"persistence": 2}',
+            "DRIFTGATE_MODEL_DRIFT": '{"pricing": {"alpha": 0.001}}',
+        }
+    )
+    assert settings.drift.persistence == 2
+    assert settings.model_drift["pricing"].alpha == 0.001
+    assert load_settings(settings_environ(settings)) == settings
+    registry = ModelRegistry(tmp_path)
+    model, reference = affine_model(tmp_path / "m.onnx"), affine_reference(tmp_path / "r.csv")
+    config = monitor_config(settings)
+    pricing = VersionWatch(registry.register("pricing", model, reference, target="label"), config)
+    other = VersionWatch(registry.register("other", model, reference, target="label"), config)
+    assert pricing.detectors["input"].config.alpha == 0.001
+    assert other.detectors["input"].config == settings.drift
+    with pytest.raises(ValueError, match="alpha"):
+        load_settings({"DRIFTGATE_MODEL_DRIFT": '{"pricing": {"alpha": 2}}'})
