@@ -80,7 +80,10 @@ def run(args: argparse.Namespace) -> Report:
     counts = window.counts()
     stats_s = _median(lambda: layout.statistics(counts), args.repeats * 5)
     detector = DriftDetector()
-    verdict_s = _median(lambda: detector.evaluate(layout.statistics(counts)), args.repeats * 5)
+    rows_seen = window.count
+    verdict_s = _median(
+        lambda: detector.evaluate(layout.statistics(counts), rows_seen=rows_seen), args.repeats * 5
+    )
 
     scipy_s = _median(
         lambda: _scipy_peer(reference, reference_codes, window_numeric, window_codes),

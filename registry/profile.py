@@ -133,7 +133,7 @@ def _numeric(series: pl.Series) -> NumericProfile:
             coarse_counts=(0,),
         )
     array = values.to_numpy()
-    fine_edges, fine_counts = _quantile_bins(array, FINE_BINS)
+    fine_edges, fine_counts = _quantile_bins(array, FINE_BINS, atoms=True)
     coarse_edges, coarse_counts = _quantile_bins(array, COARSE_BINS)
     std = values.std(ddof=0)
     return NumericProfile(
@@ -151,11 +151,25 @@ def _numeric(series: pl.Series) -> NumericProfile:
     )
 
 
-def _quantile_bins(values: np.ndarray, bins: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Interior cut points at the reference quantiles, and the reference count per bin."""
+def _quantile_bins(
+    values: np.ndarray, bins: int, *, atoms: bool = False
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Interior cut points at the reference quantiles, and the reference count per bin.
+
+    With `atoms`, every value holding at least one bin's share of the reference (a level
+    of a discrete feature: 0 and 1 of a flag, the pixel value 0) also gets a bin of its
+    own, `[v, next float after v)`. A quantile bin `[v, w)` cannot tell v from values just
+    above it, so a discrete feature whose values all moved off their levels (a unit or
+    encoding change) would otherwise look unchanged.
+    """
     levels = np.arange(1, bins) / bins
+    cuts = np.quantile(values, levels, method="linear")
+    if atoms:
+        distinct, counts = np.unique(values, return_counts=True)
+        heavy = distinct[counts >= values.size / bins]
+        cuts = np.concatenate([cuts, heavy, np.nextafter(heavy, np.inf)])
     # Ties (discrete features) give repeated quantiles; repeated cut points are empty bins.
-    edges = np.unique(np.quantile(values, levels, method="linear"))
+    edges = np.unique(cuts)
     counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
     return tuple(float(edge) for edge in edges), tuple(int(count) for count in counts)
 

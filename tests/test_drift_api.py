@@ -64,7 +64,8 @@ def test_reference_like_traffic_is_not_drift(monitored: Client) -> None:
         monitored, "/v1/models/affine/versions/2/drift", lambda r: r["inputs"]["samples"] == 400
     )
     assert report["inputs"]["status"] in ("ok", "warn")
-    assert {s["name"] for s in report["inputs"]["statistics"]} == {"f0", "f1", "f2", "f3"}
+    names = {s["name"] for s in report["inputs"]["statistics"]}
+    assert names == {"f0", "f1", "f2", "f3", "pca_reconstruction_error"}
     assert report["window_seconds"] > 0
     feature = report["inputs"]["assessment"]["features"][0]
     assert set(feature) >= {"status", "p_value", "level", "thresholds", "streak"}

@@ -134,3 +134,20 @@ def test_spread_changes_have_an_effect_size(window_profiles: list, factor: float
     # Narrower: the distribution tests see it, and the std ratio is their effect. Wider:
     # values beyond the reference range are the first (and strongest) evidence.
     assert ("std_ratio" if factor < 1 else "out_of_range") in f0.large
+
+
+def test_values_moved_off_a_discrete_features_levels_are_seen() -> None:
+    """The affairs survey (statsmodels wheel): ratings of 1 to 5. Shifted by a tenth of a
+    std, every value leaves its level but stays inside its quantile bin; a level's own bin
+    sees it, as an exact KS would."""
+    import statsmodels.datasets
+
+    fair = statsmodels.datasets.fair.load_pandas().data.to_numpy(dtype=np.float64)
+    fair = fair[np.random.default_rng(5).permutation(len(fair))]  # stored sorted by affairs
+    reference, live = fair[::2].astype(np.float32), fair[1::2][:100].copy()
+    profiles = [profile_series(pl.Series(f"q{i}", column)) for i, column in enumerate(reference.T)]
+    assert judge(profiles, live).status == "ok"
+    live[:, 0] += 0.1 * reference[:, 0].std()  # rate_marriage
+    (rating, *others) = judge(profiles, live).features
+    assert "ks" in rating.significant
+    assert {f.status for f in others} == {"ok"}
