@@ -52,6 +52,7 @@ bench: $(VENV)/.dev-installed ## Benchmarks against the limit and a peer (instal
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 	$(BIN)/python -m benchmarks http
 	$(BIN)/python -m benchmarks drift
+	$(BIN)/python -m benchmarks drift-quality
 
 clean: ## Remove the virtual environment and caches (keeps .driftgate)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,7 @@
 """The shape every scenario module has, and how `python -m benchmarks` finds them.
 
-A scenario is a module `benchmarks/<name>.py` that provides two functions (the module
-itself satisfies `Scenario`):
+A scenario is a module `benchmarks/<name>.py` (`-` in a name is `_` in its module) that
+provides two functions (the module itself satisfies `Scenario`):
 
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace) -> Report: ...
@@ -22,7 +22,7 @@ from typing import Protocol, cast
 
 from benchmarks.report import Report
 
-SCENARIOS = ("http", "drift")
+SCENARIOS = ("http", "drift", "drift-quality")
 """Scenario names, in the order `make bench` runs them; one module each."""
 
 
@@ -47,7 +47,7 @@ class Scenario(Protocol):
 def available_scenarios() -> Iterator[tuple[str, Scenario]]:
     """The scenarios whose module exists (one may not be written yet), by name."""
     for name in SCENARIOS:
-        module_name = f"{__package__}.{name}"
+        module_name = f"{__package__}.{name.replace('-', '_')}"
         try:
             module: ModuleType = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

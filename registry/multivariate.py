@@ -72,9 +72,15 @@ def fit_pca(
         return None
     order = np.random.default_rng(SEED).permutation(matrix.shape[0])
     fit, held_out = matrix[order[::2]], matrix[order[1::2]]
-    mean, scale = np.nanmean(fit, axis=0), np.nanstd(fit, axis=0)
-    if not np.all(scale > 0):
-        return None  # a feature constant on the fitting half cannot be standardized
+    scale = np.nanstd(fit, axis=0)
+    # A feature constant on the fitting half (a nearly empty pixel) cannot be standardized:
+    # leave it to its univariate tests, and watch how the others move together.
+    varying = np.flatnonzero(scale > 0)
+    if varying.size < 2:
+        return None
+    used = [used[i] for i in varying.tolist()]
+    fit, held_out, scale = fit[:, varying], held_out[:, varying], scale[varying]
+    mean = np.nanmean(fit, axis=0)
     _, singular, directions = np.linalg.svd(_standardize(fit, mean, scale), full_matrices=False)
     shares = np.cumsum(singular**2) / np.sum(singular**2)
     kept = min(int(np.searchsorted(shares, EXPLAINED_VARIANCE)) + 1, len(used) - 1)

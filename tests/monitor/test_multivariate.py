@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_digits
 
 from monitor import DriftDetector
 from monitor.drift import MonitorConfig, Sample, VersionWatch
 from registry import ModelRegistry
 from registry.manifest import Manifest
-from registry.multivariate import ERROR_FEATURE
+from registry.multivariate import ERROR_FEATURE, fit_pca
+from registry.profile import profile_series
 from tests.models import passthrough_model
 
 DATA = load_breast_cancer().data  # 569 rows of 30 strongly correlated measurements
@@ -66,3 +67,15 @@ def test_a_correlation_break_is_caught_only_by_the_reconstruction_error(
     assert error.status == "warn"  # significant; drift needs a window of fresh rows
     assert error.large
     assert error.effects["mean_shift"] > 1.0  # reconstruction is much worse
+
+
+def test_features_constant_on_the_fitting_half_are_left_out_not_the_pca() -> None:
+    """Digits: pixels that are all but always 0 are constant on half the reference."""
+    digits = load_digits().data
+    profiles = [profile_series(pl.Series(f"p{i}", column)) for i, column in enumerate(digits.T)]
+    fitted = fit_pca(profiles, list(digits.T))
+    assert fitted is not None
+    covered = set(fitted.features)
+    varying = {i for i, column in enumerate(digits.T) if column.std() > 0}
+    assert covered < varying  # some varying pixels are constant on the fitting half
+    assert len(covered) > 40
