@@ -23,6 +23,7 @@ from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status
 from monitor.feedback import PredictionLog
 from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
 from monitor.panes import PaneStore, RowClock, decode_counts, encode_counts
+from monitor.quality import QualityMonitor, QualityReport
 from monitor.sampling import RowExtractor, input_profiles
 from monitor.window import DriftWindow, merge
 from registry.manifest import Manifest
@@ -64,6 +65,7 @@ class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
     window_seconds: float
     inputs: DirectionReport
     outputs: DirectionReport
+    quality: QualityReport | None = None  # accuracy or MAE, realized and estimated
 
 
 class Sample(msgspec.Struct, frozen=True):
@@ -112,11 +114,17 @@ class DriftMonitor:
     """Every watched version of one gateway process."""
 
     def __init__(
-        self, config: MonitorConfig, panes: PaneStore, predictions: PredictionLog | None = None
+        self,
+        config: MonitorConfig,
+        panes: PaneStore,
+        predictions: PredictionLog | None = None,
+        quality: QualityMonitor | None = None,
     ) -> None:
-        """`predictions` remembers sampled predictions for label feedback."""
+        """`predictions` remembers sampled predictions for label feedback; `quality` scores
+        them and reports each version's quality with its drift."""
         self.config = config
         self.predictions = predictions
+        self.quality = quality
         self.dropped = 0
         self._panes = panes
         self._watches: dict[tuple[str, int], VersionWatch] = {}
@@ -230,6 +238,11 @@ class DriftMonitor:
                 window_seconds=now - since,
                 inputs=inputs,
                 outputs=outputs,
+                quality=(
+                    None
+                    if self.quality is None
+                    else await self.quality.report(watch.manifest, since)
+                ),
             )
             reports.append(watch.report)
         return reports
@@ -255,6 +268,8 @@ class DriftMonitor:
                                 self.predictions.remember(
                                     sample.request_id, watch.manifest, sample.outputs
                                 )
+                    if self.quality is not None:
+                        self.quality.observe(watch.manifest, (s.outputs for s in samples))
                 except Exception:  # a malformed sample must not stop the monitor
                     logger.exception("could not add samples of %s v%d", *key)
             for _ in batch:

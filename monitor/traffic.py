@@ -1,8 +1,10 @@
-"""Per-version outcomes in time panes: calls, server errors, latency, label feedback.
+"""Per-version outcomes in time panes: calls, server errors, latency, label feedback, and
+the expected accuracy of sampled predictions.
 
-What the rollout gates judge a canary by, next to the stable version, over the same window.
-Panes are float64 vectors that only ever add, so the panes of every worker and replica
-merge by summing (through the same `PaneStore` as the drift panes).
+What the rollout gates judge a canary by, next to the stable version, over the same window,
+and what the drift report's model quality is read from. Panes are float64 vectors that only
+ever add, so the panes of every worker and replica merge by summing (through the same
+`PaneStore` as the drift panes).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ import numpy as np
 
 from monitor.metrics import LATENCY_BUCKETS
 
-# Layout of a pane: calls, 5xx, one count per latency bucket (+Inf last), then feedback.
+# Layout of a pane: calls, 5xx, one count per latency bucket (+Inf last), then feedback,
+# then the accuracy estimate. New columns only ever go at the end (see `outcomes`).
 CALLS, ERRORS = 0, 1
 LATENCY = slice(2, 2 + len(LATENCY_BUCKETS) + 1)
 LABELLED, CORRECT, ABS_ERROR = LATENCY.stop, LATENCY.stop + 1, LATENCY.stop + 2
-WIDTH = ABS_ERROR + 1
+SQUARED_ERROR = ABS_ERROR + 1  # sum of squared absolute errors: the MAE's standard error
+# Sampled rows given an expected accuracy a, the sum of a, and the sum of a(1 - a): the
+# variance of the number right if each row is right with its own chance (Poisson binomial).
+ESTIMATED_ROWS, ESTIMATED_CORRECT, ESTIMATED_VARIANCE = range(SQUARED_ERROR + 1, SQUARED_ERROR + 4)
+WIDTH = ESTIMATED_VARIANCE + 1
 
 
 class Outcomes(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +40,10 @@ class Outcomes(msgspec.Struct, frozen=True, kw_only=True):
     labelled: int
     correct: int
     abs_error: float
+    squared_error: float = 0.0
+    estimated_rows: int = 0
+    estimated_correct: float = 0.0  # sum of the rows' expected accuracy
+    estimated_variance: float = 0.0  # sum of a(1 - a)
 
     @property
     def error_rate(self) -> float:
@@ -64,6 +75,34 @@ class Outcomes(msgspec.Struct, frozen=True, kw_only=True):
         """Mean absolute error of labelled predictions (regression)."""
         return self.abs_error / self.labelled if self.labelled else math.nan
 
+    @property
+    def accuracy_error(self) -> float:
+        """Standard error of `accuracy` (binomial)."""
+        p = self.accuracy
+        return math.sqrt(p * (1.0 - p) / self.labelled) if self.labelled else math.nan
+
+    @property
+    def mean_abs_error_error(self) -> float:
+        """Standard error of `mean_abs_error`, from the spread of the absolute errors."""
+        if not self.labelled:
+            return math.nan
+        mean = self.mean_abs_error
+        variance = max(self.squared_error / self.labelled - mean * mean, 0.0)
+        return math.sqrt(variance / self.labelled)
+
+    @property
+    def estimated_accuracy(self) -> float:
+        """Mean expected accuracy of the sampled rows (NaN without any)."""
+        return self.estimated_correct / self.estimated_rows if self.estimated_rows else math.nan
+
+    @property
+    def estimated_accuracy_error(self) -> float:
+        """Sampling error of `estimated_accuracy`: sqrt(sum a(1 - a)) / n, the standard
+        deviation of the realized accuracy if every row is right with its chance a."""
+        if not self.estimated_rows:
+            return math.nan
+        return math.sqrt(self.estimated_variance) / self.estimated_rows
+
 
 class TrafficPanes:
     """The outcome panes of every version this process served; O(1) per call."""
@@ -89,6 +128,16 @@ class TrafficPanes:
         pane[LABELLED] += 1
         pane[CORRECT] += correct
         pane[ABS_ERROR] += abs_error
+        pane[SQUARED_ERROR] += abs_error * abs_error
+
+    def record_estimates(self, model: str, version: int, expected: np.ndarray) -> None:
+        """Count sampled rows with their expected accuracy (each in [0, 1])."""
+        if not expected.size:
+            return
+        pane = self._pane(model, version)
+        pane[ESTIMATED_ROWS] += expected.size
+        pane[ESTIMATED_CORRECT] += float(expected.sum())
+        pane[ESTIMATED_VARIANCE] += float((expected * (1.0 - expected)).sum())
 
     def own(self, model: str, version: int) -> dict[float, bytes]:
         """This process's panes of a version, by start, as bytes for a `PaneStore`."""
@@ -113,7 +162,10 @@ def outcomes(panes: Iterable[bytes]) -> Outcomes:
     """The sum of panes (from every process) as a version's outcomes."""
     total = np.zeros(WIDTH)
     for pane in panes:
-        total += np.frombuffer(pane, dtype="<f8")
+        values = np.frombuffer(pane, dtype="<f8")[:WIDTH]
+        # A process of an older release (mid rolling upgrade) writes fewer columns; they are
+        # the leading ones, so its panes add with zeros for the columns it does not know.
+        total[: values.size] += values
     return Outcomes(
         calls=int(total[CALLS]),
         errors=int(total[ERRORS]),
@@ -121,4 +173,8 @@ def outcomes(panes: Iterable[bytes]) -> Outcomes:
         labelled=int(total[LABELLED]),
         correct=int(total[CORRECT]),
         abs_error=float(total[ABS_ERROR]),
+        squared_error=float(total[SQUARED_ERROR]),
+        estimated_rows=int(total[ESTIMATED_ROWS]),
+        estimated_correct=float(total[ESTIMATED_CORRECT]),
+        estimated_variance=float(total[ESTIMATED_VARIANCE]),
     )

@@ -114,6 +114,34 @@ class ReferenceProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     multivariate: PCAProfile | None = None  # None: fewer than two varying numeric features
 
 
+class ConfidenceCalibration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How often a classifier was right at each confidence, on its labelled reference.
+
+    Confidence is the highest class probability of a row. The map is an isotonic
+    (non-decreasing) fit of "the label was right" on confidence, given by knots:
+    `np.interp(confidence, knots, accuracy)` is the expected accuracy of a row, linear
+    between knots and clamped beyond the first and last. Averaged over live rows it
+    estimates accuracy without labels (confidence-based performance estimation).
+    """
+
+    probabilities: str  # the output of class probabilities, `[batch, C]`
+    knots: tuple[float, ...]  # confidences, strictly ascending
+    accuracy: tuple[float, ...]  # calibrated accuracy at each knot, non-decreasing
+
+
+class QualityProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How well the version did on its labelled reference data (needs a target column)."""
+
+    task: Literal["classification", "regression"]  # a class-label output, or a number
+    prediction: str  # the output compared with the target (as label feedback does)
+    rows: int  # reference rows with a target value
+    accuracy: float | None = None  # share of correct labels (classification)
+    mae: float | None = None  # mean absolute error (regression)
+    # The estimator of accuracy without labels; only for classifiers with a probabilities
+    # output whose rows are probability distributions.
+    calibration: ConfidenceCalibration | None = None
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything recorded about one model version; written once, never changed."""
 
@@ -134,6 +162,9 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     target: str | None = None
     training_data: DataFingerprint
     profile: ReferenceProfile
+    # Quality on the reference data, when registered with a target; absent in manifests
+    # written before it existed, which still decode.
+    quality: QualityProfile | None = None
 
 
 T = TypeVar("T")

@@ -42,6 +42,11 @@ EXPORTED_METRICS = frozenset(
         "driftgate_drift_feature_status",
         "driftgate_drift_statistic",
         "driftgate_drift_window_samples",
+        "driftgate_model_accuracy",
+        "driftgate_model_accuracy_standard_error",
+        "driftgate_model_mae",
+        "driftgate_model_mae_standard_error",
+        "driftgate_model_quality_rows",
     }
 )
 HISTOGRAMS = frozenset(
