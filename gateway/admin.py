@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, MultipartBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from gateway import scratch
 from gateway.auth import TokenGuard, actor_of
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager, DeploymentSpec
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.rollouts import RolloutController
+from gateway.settings import Settings
 from registry import Manifest
-from registry.audit import AuditEntry, verify_chain
+from registry.audit import AuditEntry, verify_log
 from registry.deployment import Deployment
 from registry.manifest import parse_pairs
 from registry.names import validate_model_name
@@ -39,9 +42,10 @@ class Reason(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     """`GET /admin/audit`: entries, and whether the chain is intact."""
 
-    entries: list[AuditEntry]
+    entries: list[AuditEntry]  # every readable entry (of the model asked for)
     intact: bool
-    first_invalid: int | None  # index of the first modified or removed entry
+    first_invalid: int | None  # position of the first modified, removed or unreadable entry
+    problem: str | None = None  # what is wrong with the log, naming the file or key
 
 
 @dataclass
@@ -105,6 +109,7 @@ async def rollback(
 async def upload_version(
     request: Request[Any, Any, Any],
     manager: Manager,
+    settings: NamedDependency[Settings],
     name: FromPath[str],
     data: MultipartBody[VersionUpload],
 ) -> Manifest:
@@ -118,10 +123,12 @@ async def upload_version(
     suffix = Path(data.reference.filename or "").suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise BadRequestError("the reference upload must be a .csv or .parquet file")
-    with tempfile.TemporaryDirectory(prefix="driftgate-upload-") as directory:
-        model_path, reference_path = Path(directory, "model.onnx"), Path(directory, f"ref{suffix}")
-        model_path.write_bytes(await data.model.read())
-        reference_path.write_bytes(await data.reference.read())
+    # Under the data directory, named by this process: a crash's leftovers (training data)
+    # are removed at the next start (`sweep_uploads`).
+    with scratch.directory(UPLOAD_PREFIX, settings.upload_path) as directory:
+        model_path, reference_path = directory / "model.onnx", directory / f"ref{suffix}"
+        await asyncio.to_thread(_save, data.model, model_path)
+        await asyncio.to_thread(_save, data.reference, reference_path)
         return await manager.register(
             name,
             model_path,
@@ -184,11 +191,17 @@ async def steer_rollout(
 
 @get("/audit", summary="The audit log")
 async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditReport:
-    """Every change, oldest first, with the result of verifying the hash chain."""
-    entries, head = await manager.audit()
-    first_invalid = verify_chain(entries, head)
-    shown = [entry for entry in entries if model is None or entry.model == model]
-    return AuditReport(entries=shown, intact=first_invalid is None, first_invalid=first_invalid)
+    """Every change, oldest first, with the result of verifying the hash chain. A damaged
+    log is reported (`intact: false`, and the `problem`), never an error of this call."""
+    log = await manager.audit()
+    verdict = verify_log(log)
+    shown = [entry for entry in log.entries if model is None or entry.model == model]
+    return AuditReport(
+        entries=shown,
+        intact=verdict.problem is None,
+        first_invalid=verdict.first_invalid,
+        problem=verdict.problem,
+    )
 
 
 @get("/status", summary="Gateway status")
@@ -201,7 +214,11 @@ async def status(
     whether this process leads the rollout controller."""
     return {
         "controller": {"leader": controller.leading, "pid": os.getpid()},
-        "state_backend": {"kind": manager.state.kind, "healthy": manager.state.healthy},
+        "state_backend": {
+            "kind": manager.state.kind,
+            "healthy": manager.state.healthy,
+            "error": str(error) if (error := manager.state.error) else None,
+        },
         "loaded": [
             {
                 "model": loaded.manifest.name,
@@ -217,6 +234,21 @@ async def status(
             "agreement": msgspec.to_builtins(dataplane.mirror.agreement.snapshot()),
         },
     }
+
+
+UPLOAD_PREFIX = "driftgate-upload-"
+
+
+def _save(upload: UploadFile, path: Path) -> None:
+    """Copy an upload to `path` by blocks, never holding a second copy of it in memory."""
+    upload.file.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+
+
+def sweep_uploads(settings: Settings) -> None:
+    """Remove what uploads interrupted by a crash left (on start; live workers' are kept)."""
+    scratch.sweep(UPLOAD_PREFIX, settings.upload_path)
 
 
 def _items(text: str) -> list[str]:

@@ -14,8 +14,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CollectorRegistry
 
-from gateway.admin import admin_router
-from gateway.auth import TokenGuard, parse_tokens
+from gateway.admin import admin_router, sweep_uploads
+from gateway.auth import LABELS, TokenGuard, parse_tokens
 from gateway.components import (
     drift_panes,
     leadership,
@@ -24,8 +24,10 @@ from gateway.components import (
     runtime_builder,
     state_backend,
 )
+from gateway.content import JSONRequest
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
+from gateway.error_docs import document_errors
 from gateway.errors import GatewayError, status_of
 from gateway.fast_infer import FastInfer
 from gateway.http import inference_router
@@ -44,6 +46,7 @@ from monitor.drift import DriftMonitor
 from monitor.feedback import PredictionLog
 from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
+from monitor.quality import QualityMonitor
 from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes
 from registry import (
@@ -63,7 +66,7 @@ def create_app(settings: Settings) -> FastInfer:
     config = monitor_config(settings)
     traffic = TrafficPanes(pane_seconds=config.pane_seconds, max_panes=config.window_panes + 1)
     predictions = PredictionLog(traffic)
-    monitor = DriftMonitor(config, panes, predictions)
+    monitor = DriftMonitor(config, panes, predictions, QualityMonitor(traffic, panes))
     metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
     repository = ModelRepository(
         registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
@@ -84,7 +87,7 @@ def create_app(settings: Settings) -> FastInfer:
         capacity=settings.shadow_queue_size,
         workers=settings.shadow_workers,
     )
-    state_metrics = StateCollector(router, deployments, mirror, monitor)
+    state_metrics = StateCollector(router, deployments, mirror, monitor, repository)
     metrics.registry.register(state_metrics)
     dataplane = DataPlane(
         repository=repository,
@@ -107,7 +110,8 @@ def create_app(settings: Settings) -> FastInfer:
         leadership=leadership(settings),
         retraining=retraining,
     )
-    guard = TokenGuard(parse_tokens(settings.tokens))
+    tokens = parse_tokens(settings.tokens)
+    guard = TokenGuard(tokens)
 
     async def start_monitor() -> None:
         await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
@@ -126,7 +130,7 @@ def create_app(settings: Settings) -> FastInfer:
             inference_router(),
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
             metrics_endpoint(metrics.registry, state_metrics),
-            monitor_router(),
+            monitor_router(TokenGuard(tokens, LABELS)),
         ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),
@@ -136,11 +140,13 @@ def create_app(settings: Settings) -> FastInfer:
             "controller": Provide(lambda: controller, use_cache=True, sync_to_thread=False),
         },
         on_startup=[
+            lambda: sweep_uploads(settings),
             start_monitor,
             mirror.start,
             deployments.start,
             controller.start,
             document_infer,
+            document_errors,
         ],
         on_shutdown=[shutdown],
         exception_handlers={
@@ -150,6 +156,7 @@ def create_app(settings: Settings) -> FastInfer:
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_request_bytes,
+        request_class=JSONRequest,
         openapi_config=OpenAPIConfig(
             title="driftgate",
             version="0.1.0",

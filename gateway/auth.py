@@ -1,4 +1,9 @@
-"""Bearer tokens for the admin API: named, with a role, compared in constant time."""
+"""Bearer tokens: named, with a role, compared in constant time.
+
+Roles: `read` reads the admin API; `feedback` sends label feedback (which decides the
+accuracy gates, so it is a credential of the labelling pipeline, not of every caller);
+`admin` does everything. Each guarded route says which roles it lets in (`Access`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-Role = Literal["read", "admin"]
-ROLES: tuple[Role, ...] = ("read", "admin")
+Role = Literal["read", "feedback", "admin"]
+ROLES: tuple[Role, ...] = ("read", "feedback", "admin")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -26,26 +31,41 @@ class Token(msgspec.Struct, frozen=True):
         return f"Token(name={self.name!r}, role={self.role!r})"
 
 
+class Access(msgspec.Struct, frozen=True):
+    """The roles a group of routes lets in, for reading and for writing."""
+
+    reads: frozenset[Role]
+    writes: frozenset[Role]
+
+
+ADMIN_API = Access(reads=frozenset({"read", "admin"}), writes=frozenset({"admin"}))
+LABELS = Access(reads=frozenset(), writes=frozenset({"feedback", "admin"}))
+
+
 def parse_tokens(text: str) -> tuple[Token, ...]:
-    """Parse `NAME:ROLE:SECRET,...`; raises ValueError naming the bad entry."""
+    """Parse `NAME:ROLE:SECRET,...`; raises ValueError naming the bad entry by its position
+    only (its text may be, or hold, a secret)."""
     tokens = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    for position, item in enumerate(items, start=1):
         name, _, rest = item.partition(":")
         role, _, secret = rest.partition(":")
         if not name or role not in ROLES or not secret:
             raise ValueError(
-                f"token entry starting {name[:20]!r}: expected NAME:ROLE:SECRET with ROLE "
-                "read or admin"
+                f"token entry {position} of {len(items)} is not NAME:ROLE:SECRET with ROLE "
+                f"one of {', '.join(ROLES)} (the entry is not shown: it may hold a secret)"
             )
-        tokens.append(Token(name=name, role="admin" if role == "admin" else "read", secret=secret))
+        tokens.append(Token(name=name, role=next(r for r in ROLES if r == role), secret=secret))
     return tuple(tokens)
 
 
 class TokenGuard:
-    """Litestar guard: 401 without a valid bearer token, 403 for a read token writing."""
+    """Litestar guard: 401 without a valid bearer token, 403 for a token whose role the
+    routes do not let in for this method."""
 
-    def __init__(self, tokens: tuple[Token, ...]) -> None:
+    def __init__(self, tokens: tuple[Token, ...], access: Access = ADMIN_API) -> None:
         self._tokens = tokens
+        self._access = access
 
     def authenticate(self, authorization: str | None) -> Token | None:
         """The token matching an `Authorization: Bearer ...` header, if any."""
@@ -64,12 +84,16 @@ class TokenGuard:
             raise NotAuthorizedException(
                 "a valid bearer token is required (Authorization: Bearer TOKEN)"
                 if self._tokens
-                else "no admin tokens are configured; set DRIFTGATE_TOKENS",
+                else "no tokens are configured; set DRIFTGATE_TOKENS",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        if connection.scope.get("method") in WRITE_METHODS and token.role != "admin":
+        writing = connection.scope.get("method") in WRITE_METHODS
+        allowed = self._access.writes if writing else self._access.reads
+        if token.role not in allowed:
             raise PermissionDeniedException(
-                f"token {token.name!r} has the read role; writes need admin"
+                f"token {token.name!r} has the {token.role} role; "
+                f"{'writing' if writing else 'reading'} here needs "
+                f"{' or '.join(sorted(allowed)) or 'a role no token has'}"
             )
         connection.scope["state"]["actor"] = token.name
 

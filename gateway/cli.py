@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from gateway.components import check_state
 from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
 from gateway.tables import print_table
-from gateway.telemetry import MULTIPROC_ENV
-from registry import Manifest, ModelRegistry, RegistryError
+from gateway.version import driftgate_version
+from registry import DamagedVersionError, Manifest, ModelRegistry, RegistryError
 from registry.manifest import encode_manifest, parse_pairs
 
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.command(args, settings)
     except (RegistryError, AdminError, ValueError, OSError) as exc:
         print(f"driftgate: error: {exc}", file=sys.stderr)
-        return 2
+        return 1  # a failure of the command; argparse keeps 2 for a wrong command line
     return result
 
 
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         help="data directory (default: $DRIFTGATE_HOME or ./.driftgate)",
     )
     parser = argparse.ArgumentParser(prog="driftgate", parents=[home], description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {driftgate_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", parents=[home], help="run the gateway")
@@ -101,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from gateway.server import serve
 
     settings = msgspec.structs.replace(
         settings,
@@ -113,22 +115,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.demo:
         _init_demo(args, settings)
-    # Workers are separate processes: they read the same settings from the environment.
+    check_state(settings)  # one clear line now, not a traceback from every worker
+    # Workers are separate processes: they read the same settings from the environment
+    # (secrets excepted: they read those where this process did, see settings_environ).
     os.environ.update(settings_environ(settings))
-    if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
-        # Before any worker imports prometheus_client: their metrics go to shared files.
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="driftgate-metrics-")
-    uvicorn.run(
-        "gateway.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    serve(settings)
     return 0
 
 
@@ -150,27 +141,38 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     registry = ModelRegistry(settings.registry_path)
-    latest = [registry.manifest(name) for name in registry.models()]
+    rows: list[dict[str, Any]] = []
+    manifests: dict[str, Manifest] = {}
+    for name in registry.models():
+        versions = registry.versions(name)
+        row: dict[str, Any] = {"name": name, "versions": versions, "latest": versions[-1]}
+        try:  # a damaged latest version is listed as such; the other models still are
+            manifests[name] = registry.manifest(name)
+        except DamagedVersionError as exc:
+            row["error"] = str(exc)
+        rows.append(row)
     if args.json:
-        rows = [
-            {"name": m.name, "versions": registry.versions(m.name), "latest": m.version}
-            for m in latest
-        ]
         print(msgspec.json.encode(rows).decode())
         return 0
     print_table(
         ["MODEL", "VERSIONS", "LATEST", "OWNER", "CREATED"],
         [
             [
-                m.name,
-                str(len(registry.versions(m.name))),
-                str(m.version),
-                m.owner,
-                m.created_at.isoformat(timespec="seconds"),
+                row["name"],
+                str(len(row["versions"])),
+                str(row["latest"]),
+                *(
+                    [m.owner, m.created_at.isoformat(timespec="seconds")]
+                    if (m := manifests.get(row["name"]))
+                    else ["-", "damaged"]
+                ),
             ]
-            for m in latest
+            for row in rows
         ],
     )
+    for row in rows:
+        if "error" in row:
+            print(f"warning: {row['error']}", file=sys.stderr)
     return 0
 
 

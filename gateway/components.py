@@ -8,7 +8,7 @@ from concurrent.futures import Executor
 from gateway.batching import AdaptiveBatcher, batchable
 from gateway.leadership import FileLeadership, Leadership, RedisLeadership
 from gateway.runtime import OnnxRuntime, Runtime
-from gateway.settings import Settings
+from gateway.settings import Settings, child_environ
 from monitor.drift import MonitorConfig
 from monitor.metrics import GatewayMetrics
 from monitor.panes import LocalPanes, PaneStore, RedisPanes
@@ -81,6 +81,13 @@ def state_backend(settings: Settings) -> StateBackend:
     return EmbeddedState(settings.state_path)
 
 
+def check_state(settings: Settings) -> None:
+    """Raise `StateDamagedError` if the embedded control state cannot be read (a preflight
+    of `driftgate serve`; Redis is checked by each worker as it connects)."""
+    if not settings.redis_url:
+        EmbeddedState(settings.state_path).check()
+
+
 def leadership(settings: Settings) -> Leadership:
     """Who runs the rollout controller: a Redis lease, else a lock file under the data dir."""
     if settings.redis_url:
@@ -95,6 +102,7 @@ def retraining_config(settings: Settings) -> RetrainingConfig:
         webhook=settings.retraining_webhook or None,
         redis_url=settings.redis_url if settings.retraining_stream else None,
         command=settings.retraining_command or None,
+        command_environ=child_environ(),  # the command never sees the gateway's secrets
         cooldown_seconds=settings.retraining_cooldown_seconds,
         sensitive=settings.export_sensitive,
         hash_key=settings.export_hash_key,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 
 import msgspec
 import numpy as np
@@ -18,6 +16,7 @@ from gateway.repository import LoadedVersion, ModelRepository
 from gateway.routing import Route, Router
 from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
+from gateway.version import driftgate_version
 from monitor.drift import DriftMonitor, Sample
 from monitor.metrics import UNROUTED, GatewayMetrics
 from monitor.sampling import is_sampled
@@ -71,7 +70,7 @@ class DataPlane:
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
-        return ServerMetadata(name="driftgate", version=_driftgate_version(), extensions=EXTENSIONS)
+        return ServerMetadata(name="driftgate", version=driftgate_version(), extensions=EXTENSIONS)
 
     async def resolve(
         self, name: str, version: str | None, key: str | None = None
@@ -86,7 +85,8 @@ class DataPlane:
                 route = self.router.explicit(name, parse_version(version))
             except InvalidNameError as exc:
                 raise NotFoundError(str(exc)) from exc
-        return await self.repository.get(name, route.version), route
+        loaded = await self.repository.get(name, route.version, routed=route.role != "explicit")
+        return loaded, route
 
     async def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         """Signature and versions of a model (of one version when given)."""
@@ -181,10 +181,3 @@ class DataPlane:
 
 def _tensor(spec: TensorSpec) -> MetadataTensor:
     return MetadataTensor(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
-
-
-def _driftgate_version() -> str:
-    try:
-        return package_version("driftgate")
-    except PackageNotFoundError:
-        return "0.0.0"

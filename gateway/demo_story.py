@@ -32,6 +32,7 @@ from gateway.settings import Settings, settings_environ
 from registry import ModelRegistry
 
 TOKEN = secrets.token_urlsafe(16)  # a fresh admin token per run, never a fixed one
+LABELS_TOKEN = secrets.token_urlsafe(16)  # the users' labelling pipeline: feedback role only
 INTERVAL = 2.0  # seconds between rollout evaluations
 ROLLOUT = {
     "interval_seconds": INTERVAL,
@@ -88,7 +89,7 @@ async def _tell(story: Story) -> dict[str, Any]:
     saver = f"import sys; open({str(events)!r}, 'wb').write(sys.stdin.buffer.read())"
     settings = Settings(
         home=story.home,
-        tokens=f"operator:admin:{TOKEN}",
+        tokens=f"operator:admin:{TOKEN},labeller:feedback:{LABELS_TOKEN}",
         sample_rate=1.0,
         drift_pane_seconds=2.0,
         drift_window_panes=8,
@@ -175,7 +176,11 @@ async def _gateways(settings: Settings, count: int) -> AsyncIterator[list[str]]:
             "serve",
             "--port",
             str(port),
-            env={**os.environ, **settings_environ(msgspec.structs.replace(settings, port=port))},
+            # The demo's own tokens: its gateways are children it trusts.
+            env={
+                **os.environ,
+                **settings_environ(msgspec.structs.replace(settings, port=port), secrets=True),
+            },
         )
         for port in ports
     ]
@@ -247,7 +252,11 @@ async def _user(story: Story, client: httpx.AsyncClient, index: int, stop: async
             )
             labels.append({"id": body["id"], "label": int(story.targets[pick])})
             if len(labels) == 20:
-                await client.post("/v1/feedback", json={"items": labels})
+                await client.post(
+                    "/v1/feedback",
+                    json={"items": labels},
+                    headers={"Authorization": f"Bearer {LABELS_TOKEN}"},
+                )
                 labels = []
         sent += 1
 

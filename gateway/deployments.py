@@ -4,6 +4,11 @@ Every change is validated, committed with its audit entry through the state back
 applied by loading the versions it routes to *before* the router sees them; versions no
 longer routed are released afterwards. Changes made by other workers arrive through the
 backend's listener and are applied the same way.
+
+An operator's change that routes to a version which cannot be loaded is refused. A stored
+deployment (at startup, or from another worker) is applied whatever the state of its
+versions: a damaged one answers its own calls with 503 (see `gateway.repository`), and
+every other version and model keeps serving.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import NotFoundError
+from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.repository import ModelRepository
 from gateway.routing import Policy, Router
 from registry import Manifest, ModelNotFoundError, ModelRegistry
-from registry.audit import AuditEntry
+from registry.audit import AuditEntry, AuditLog
 from registry.deployment import (
     Canary,
     Deployment,
@@ -68,7 +73,10 @@ class DeploymentManager:
         """Apply the stored deployments and give every registered model one."""
         await self.state.start(self._on_change)
         for name in await asyncio.to_thread(self.registry.models):
-            await self.ensure(name)
+            try:
+                await self.ensure(name)
+            except Exception:  # one model's trouble must not keep the others from serving
+                logger.exception("cannot deploy %s; its calls will try again", name)
 
     async def ensure(self, model: str) -> Deployment:
         """The deployment in force for `model`, creating the default one (its latest
@@ -163,7 +171,7 @@ class DeploymentManager:
         )
         return manifest
 
-    async def audit(self) -> tuple[list[AuditEntry], Any]:
+    async def audit(self) -> AuditLog:
         """The audit log and its head, from the state backend."""
         return await self.state.audit()
 
@@ -193,7 +201,8 @@ class DeploymentManager:
                 edit(base), revision=max(applied.revision, stored_revision) + 1
             )
             await self._validate(proposed)
-            await self._load(proposed)  # a version that fails to load leaves the policy as is
+            # A version that fails to load leaves the policy as it is (503 with the reason).
+            await self._load(proposed, strict=True)
             await self._commit(
                 Change(
                     model=model,
@@ -225,10 +234,9 @@ class DeploymentManager:
         versions = await asyncio.to_thread(self.registry.versions, proposed.model)
         check_policy(proposed, versions)
         stable = await asyncio.to_thread(self.registry.manifest, proposed.model, proposed.stable)
-        others = [s.version for s in proposed.shadows]
-        if proposed.canary is not None:
-            others.append(proposed.canary.version)
-        for version in others:
+        # Only versions given traffic must share the stable inputs, so a canary whose files
+        # are damaged can still be rolled back to 0%.
+        for version in sorted(proposed.routed_versions() - {proposed.stable}):
             other = await asyncio.to_thread(self.registry.manifest, proposed.model, version)
             if other.signature.inputs != stable.signature.inputs:
                 raise PolicyConflictError(
@@ -248,15 +256,21 @@ class DeploymentManager:
             except Exception:  # keep serving the policy in force; the next change retries
                 logger.exception("cannot apply %s revision %d", model, deployment.revision)
 
-    async def _load(self, deployment: Deployment) -> None:
+    async def _load(self, deployment: Deployment, *, strict: bool) -> None:
+        """Load every routed version; `strict` raises the first failure, else each failure
+        is left to the repository, which answers that version's calls with it."""
         for version in sorted(deployment.routed_versions()):
-            await self._repository.get(deployment.model, version)
+            try:
+                await self._repository.get(deployment.model, version, routed=True)
+            except ServiceUnavailableError:
+                if strict:
+                    raise
 
     async def _apply(self, deployment: Deployment) -> None:
         policy = self._router.policy(deployment.model)
         if policy is not None and policy.deployment.revision >= deployment.revision:
             return  # this change, or a newer one, is already in force
-        await self._load(deployment)
+        await self._load(deployment, strict=False)
         self._router.set_policy(deployment)
         self._repository.release(deployment.model, deployment.routed_versions())
         logger.info("applied deployment of %s: %s", deployment.model, deployment)

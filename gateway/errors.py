@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from registry.deployment import PolicyConflictError, PolicyError
 from registry.errors import (
+    DamagedVersionError,
+    IntegrityError,
     InvalidModelError,
     InvalidNameError,
     InvalidReferenceError,
     ModelNotFoundError,
 )
-from registry.state import RevisionConflictError, StateUnavailableError
+from registry.state import RevisionConflictError, StateDamagedError, StateUnavailableError
 
 
 class GatewayError(Exception):
@@ -61,7 +63,8 @@ def status_of(exc: Exception) -> int:
     return next((code for kind, code in REGISTRY_STATUS if isinstance(exc, kind)), 500)
 
 
-# Registry errors as HTTP statuses: the caller's mistakes are 4xx, an unreachable state 503.
+# Registry errors as HTTP statuses: the caller's mistakes are 4xx; damaged files and an
+# unreachable state are 503, the server's trouble.
 REGISTRY_STATUS: list[tuple[type[Exception], int]] = [
     (ModelNotFoundError, 404),
     (InvalidNameError, 400),
@@ -71,4 +74,7 @@ REGISTRY_STATUS: list[tuple[type[Exception], int]] = [
     (PolicyConflictError, 409),
     (RevisionConflictError, 409),
     (StateUnavailableError, 503),
+    (StateDamagedError, 503),
+    (DamagedVersionError, 503),
+    (IntegrityError, 503),
 ]

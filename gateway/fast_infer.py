@@ -24,7 +24,7 @@ from litestar.types import (
     Send,
 )
 
-from gateway.content import decode_body, parse_header_length
+from gateway.content import decode_body, parse_byte_count, parse_header_length
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, PayloadTooLargeError, status_of
 from gateway.protocol import ErrorResponse
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _JSON = [(b"content-type", b"application/json")]
 _BINARY = [(b"content-type", b"application/octet-stream")]
+_ALLOW = (b"allow", b"POST")  # a 405 names the methods that are (RFC 9110)
 _WANTED = frozenset(
     {b"content-length", b"content-encoding", b"inference-header-content-length", b"x-routing-key"}
 )
@@ -60,7 +61,9 @@ class FastInfer:
     ) -> None:
         method = scope.get("method")
         if method != "POST":
-            await _reply(send, 405, _error(f"{method} is not allowed here; use POST"), _JSON)
+            await _reply(
+                send, 405, _error(f"{method} is not allowed here; use POST"), [*_JSON, _ALLOW]
+            )
             return
         headers = {
             name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED
@@ -96,7 +99,7 @@ class FastInfer:
 
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The whole body, refused (413) as soon as it is known to pass `limit` bytes."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and parse_byte_count(declared, "Content-Length") > limit:
         raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0

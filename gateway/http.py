@@ -7,9 +7,11 @@ from litestar import Response, Router, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.dataplane import DataPlane
+from gateway.deployments import DeploymentManager
+from gateway.errors import ServiceUnavailableError
 from gateway.protocol import (
     ErrorResponse,
     ModelMetadata,
@@ -18,6 +20,7 @@ from gateway.protocol import (
     ServerMetadata,
     ServerReady,
 )
+from registry.state import StateAuthenticationError
 
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorResponse, description=description)
@@ -26,7 +29,7 @@ _ERRORS = {
         (404, "Unknown model or version"),
         (413, "Body over the configured size limit"),
         (500, "The model failed on valid input"),
-        (503, "The version cannot be served (integrity check failed)"),
+        (503, "The version cannot be served (files damaged or missing); the error says why"),
     ]
 }
 
@@ -37,10 +40,23 @@ async def server_live() -> ServerLive:
     return ServerLive(live=True)
 
 
-@get("/health/ready", summary="Server readiness", tags=["health"])
-async def server_ready() -> ServerReady:
-    """The server has loaded its stable versions (startup finishes before it listens)."""
-    return ServerReady(ready=True)
+@get(
+    "/health/ready",
+    summary="Server readiness",
+    tags=["health"],
+    responses={503: ResponseSpec(data_container=ServerReady, description="Not ready, and why")},
+)
+async def server_ready(manager: NamedDependency[DeploymentManager]) -> Response[ServerReady]:
+    """The server has loaded its stable versions (startup finishes before it listens), and
+    its state backend accepts its credentials: one that refuses them is a configuration
+    error, which answers 503 with the reason. An unreachable backend does not: the gateway
+    serves the last known policy, as `/admin/status` reports."""
+    error = manager.state.error
+    if isinstance(error, StateAuthenticationError):
+        return Response(
+            ServerReady(ready=False, error=str(error)), status_code=HTTP_503_SERVICE_UNAVAILABLE
+        )
+    return Response(ServerReady(ready=True), status_code=HTTP_200_OK)
 
 
 @get("/", summary="Server metadata", tags=["metadata"])
@@ -66,13 +82,23 @@ async def model_metadata(
     ["/models/{name:str}/ready", "/models/{name:str}/versions/{version:str}/ready"],
     summary="Model readiness",
     tags=["health"],
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        503: ResponseSpec(data_container=ModelReady, description="Not ready, and why"),
+    },
 )
 async def model_ready(
     dataplane: NamedDependency[DataPlane], name: FromPath[str], version: FromPath[str | None] = None
 ) -> Response[ModelReady]:
-    """Whether the model (version) is loaded and can serve; loads it if needed."""
-    await dataplane.resolve(name, version)
+    """Whether the model (version) is loaded and can serve; loads it if needed. A version
+    that cannot be served answers 503 with `ready: false` and the reason in `error`."""
+    try:
+        await dataplane.resolve(name, version)
+    except ServiceUnavailableError as exc:
+        return Response(
+            ModelReady(name=name, ready=False, error=str(exc)),
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        )
     return Response(ModelReady(name=name, ready=True), status_code=HTTP_200_OK)
 
 

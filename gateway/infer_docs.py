@@ -24,7 +24,7 @@ _ERRORS = {
     "413": "Body over the size limit, compressed or decompressed",
     "415": "Unsupported Content-Encoding",
     "500": "The model failed on valid input",
-    "503": "The version cannot be served (integrity check failed, batch queue full)",
+    "503": "The version cannot be served (files damaged or missing, batch queue full)",
 }
 
 

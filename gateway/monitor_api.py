@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
+from gateway.auth import TokenGuard
 from gateway.errors import NotFoundError
 from monitor.drift import DriftMonitor, DriftReport
 from monitor.feedback import FeedbackRequest, FeedbackResult
@@ -64,6 +65,10 @@ async def feedback(
     return monitor.predictions.join(data.items)
 
 
-def monitor_router() -> Router:
-    """The `/v1` monitor routes."""
-    return Router(path="/v1", route_handlers=[version_drift, model_drift, feedback])
+def monitor_router(labels: TokenGuard) -> Router:
+    """The `/v1` monitor routes; label feedback behind `labels` (it decides the accuracy
+    gates: a token with the `feedback` or `admin` role)."""
+    labelled = Router(
+        path="/", route_handlers=[feedback], guards=[labels], security=[{"bearer": []}]
+    )
+    return Router(path="/v1", route_handlers=[version_drift, model_drift, labelled])

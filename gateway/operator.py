@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import httpx
@@ -70,7 +71,7 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
     )
     change.add_argument("--reason", default="", help="why (recorded in the audit log)")
     change.set_defaults(command=_set)
-    for action, text in [("promote", "make the canary stable"), ("rollback", "canary to 0%")]:
+    for action, text in [("promote", "make the canary stable"), ("rollback", "canary to 0%%")]:
         parser = traffic.add_parser(action, parents=[client], help=text)
         parser.add_argument("name")
         parser.add_argument("--reason", default="", help="why (recorded in the audit log)")
@@ -139,15 +140,16 @@ def _audit(args: argparse.Namespace, _: object) -> int:
                 for e in report["entries"]
             ],
         )
+    problem = report.get("problem")
     if not args.verify:
+        if problem:
+            print(f"warning: the audit log is damaged: {problem}", file=sys.stderr)
         return 0
     if report["intact"]:
         print("audit chain intact")
         return 0
-    print(
-        f"audit chain broken: entry {report['first_invalid']} (0-based) was modified or "
-        "removed, or the log was truncated there"
-    )
+    where = report["first_invalid"]
+    print(f"audit chain broken{'' if where is None else f' at entry {where} (0-based)'}: {problem}")
     return 1
 
 
@@ -166,6 +168,8 @@ def _drift(args: argparse.Namespace, _: object) -> int:
             f"(inputs {report['inputs']['status']}, outputs {report['outputs']['status']}; "
             f"{report['inputs']['samples']} samples over {report['window_seconds']:.0f} s)"
         )
+        if report.get("quality"):
+            print(_quality_line(report["quality"]))
         rows = []
         for direction in ("inputs", "outputs"):
             verdicts = {a["name"]: a for a in report[direction]["assessment"]["features"]}
@@ -179,14 +183,36 @@ def _drift(args: argparse.Namespace, _: object) -> int:
                         str(stats["count"]),
                         *(_figure(stats.get(name)) for name in ("ks", "psi", "js", "mean_shift")),
                         _figure(verdict.get("p_value")),
+                        "" if verdict.get("status") == "ok" else verdict.get("reason", ""),
                     ]
                 )
-        print_table(["", "FEATURE", "STATUS", "N", "KS", "PSI", "JS", "SHIFT", "P"], rows)
+        print_table(["", "FEATURE", "STATUS", "N", "KS", "PSI", "JS", "SHIFT", "P", "WHY"], rows)
     return 0
 
 
 def _figure(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, int | float) else "-"
+
+
+def _quality_line(quality: dict[str, Any]) -> str:
+    """Realized and estimated accuracy (or MAE) over the window, beside the reference's."""
+
+    def measured(value: object, error: object) -> str:
+        return "-" if value is None else f"{value:.3f} ± {error:.3f}"
+
+    labels = f"({quality['labelled']} labels)"
+    if quality["task"] == "regression":
+        realized = measured(quality["realized_mae"], quality["realized_mae_error"])
+        return f"MAE: realized {realized} {labels}, reference {_figure(quality['reference_mae'])}"
+    parts = [
+        f"realized {measured(quality['realized_accuracy'], quality['realized_accuracy_error'])}"
+        f" {labels}"
+    ]
+    if quality["estimable"]:
+        estimated = measured(quality["estimated_accuracy"], quality["estimated_accuracy_error"])
+        parts.append(f"estimated {estimated} ({quality['estimated_rows']} rows)")
+    parts.append(f"reference {_figure(quality['reference_accuracy'])}")
+    return "accuracy: " + ", ".join(parts)
 
 
 def print_deployment(deployment: dict[str, Any], as_json: bool) -> None:

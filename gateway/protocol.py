@@ -92,17 +92,19 @@ class ServerLive(msgspec.Struct, kw_only=True):
     live: bool
 
 
-class ServerReady(msgspec.Struct, kw_only=True):
+class ServerReady(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`GET /v2/health/ready`."""
 
     ready: bool
+    error: str | None = None  # why it is not ready
 
 
-class ModelReady(msgspec.Struct, kw_only=True):
+class ModelReady(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`GET /v2/models/{name}[/versions/{version}]/ready`."""
 
     name: str
     ready: bool
+    error: str | None = None  # why it is not ready
 
 
 class ErrorResponse(msgspec.Struct, kw_only=True):

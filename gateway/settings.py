@@ -10,10 +10,13 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.auth import parse_tokens
 from monitor.detector import DriftConfig
 
 ENV_PREFIX = "DRIFTGATE_"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0.0)]
+MIN_HASH_KEY = 16  # characters: a short key falls to the same dictionary attack as none
 
 
 class Batching(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +46,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Largest accepted request body, before and after decompression (413 beyond)."""
     max_upload_bytes: Positive = 512 * 1024 * 1024
     """Largest model-plus-reference upload accepted by the admin API."""
+    max_header_bytes: Positive = 64 * 1024
+    """Largest request line plus headers; beyond it the request is answered 431 and its
+    connection closed. It also bounds what an unfinished header holds in memory."""
+    max_headers: Positive = 100
+    """Most header fields in one request (431 beyond)."""
+    max_connections: Positive = 1000
+    """Open connections (or running requests) per worker process past which new requests are
+    answered 503 at once (uvicorn's `limit_concurrency`). Keep it under the open-file limit
+    (`ulimit -n`); it bounds one worker's memory, not a flood from many addresses."""
+    keep_alive_seconds: Positive = 5
+    """An idle kept-alive connection is closed after this long. Behind a load balancer, make
+    it longer than the balancer's own idle timeout."""
+    header_timeout_seconds: Seconds = 10.0
+    """Time a client has to send a request's line and headers, from the connection's opening
+    (or the request's first byte on a kept-alive connection); the connection is closed past
+    it, so slow or silent connections cannot hold the server's slots."""
+    body_timeout_seconds: Seconds = 30.0
+    """Time a client has to send a request body, plus a second per `min_body_rate` bytes
+    received; the connection is closed past it."""
+    min_body_rate: Positive = 16 * 1024
+    """Bytes per second of body that extend `body_timeout_seconds`: an upload at a fair
+    speed finishes whatever its size, a trickle is cut off."""
     inference_threads: Positive = 2
     """Threads that run ONNX Runtime sessions, off the event loop."""
     intra_op_threads: Positive = 1
@@ -53,8 +78,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity of the server."""
     tokens: str = ""
-    """Admin API tokens, `NAME:ROLE:SECRET` comma-separated; ROLE is `read` or `admin`.
-    With none, every admin route answers 401."""
+    """Bearer tokens, `NAME:ROLE:SECRET` comma-separated. ROLE `read` reads the admin API,
+    `feedback` sends labels (`POST /v1/feedback`), `admin` does both and every admin write.
+    With none, those routes answer 401."""
     redis_url: str = ""
     """Redis for shared control state (many workers or replicas); empty: embedded files."""
     shadow_queue_size: Positive = 1000
@@ -91,9 +117,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     export_sensitive: Literal["drop", "hash"] = "drop"
     """Sensitive features in exports: left out, or replaced by an HMAC-SHA256."""
     export_hash_key: str = ""
-    """The HMAC key of hashed sensitive features."""
+    """The HMAC key of hashed sensitive features: a random secret of at least 16 characters,
+    required with `export_sensitive = "hash"` (without one, hashes are inverted by trying
+    every likely value)."""
     drift_window_rows: Positive = 2000
     """Rows kept per version for exports (the sliding window of recent samples)."""
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would run but leak: malformed tokens (named by position,
+        never by their text), or hashed exports without a real key."""
+        parse_tokens(self.tokens)
+        if self.export_sensitive == "hash" and len(self.export_hash_key) < MIN_HASH_KEY:
+            raise ValueError(
+                f'export_sensitive = "hash" needs an export_hash_key of at least {MIN_HASH_KEY} '
+                "random characters (e.g. from `python -c 'import secrets; "
+                "print(secrets.token_hex(32))'`); without one, hashed values are recovered "
+                'by hashing every likely value. Or use export_sensitive = "drop"'
+            )
 
     @property
     def registry_path(self) -> Path:
@@ -107,6 +147,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def batching_of(self, model: str) -> Batching:
         """The batching settings of `model`."""
         return self.model_batching.get(model, self.batching)
+
+    @property
+    def upload_path(self) -> Path:
+        """Where admin uploads are staged while they register (removed after each)."""
+        return self.home / "uploads"
 
     @property
     def state_path(self) -> Path:
@@ -171,12 +216,31 @@ def _decode_path(kind: type, value: Any) -> Any:
     raise NotImplementedError(f"cannot read {kind}")
 
 
-def settings_environ(settings: Settings) -> dict[str, str]:
-    """`DRIFTGATE_*` variables that reproduce `settings` (to hand to worker processes)."""
+# Settings that hold credentials (a Redis or webhook URL may embed a password or token).
+SECRET_FIELDS = frozenset({"tokens", "export_hash_key", "redis_url", "retraining_webhook"})
+_SECRET_VARIABLES = frozenset(f"{ENV_PREFIX}{name.upper()}" for name in SECRET_FIELDS)
+
+
+def settings_environ(settings: Settings, *, secrets: bool = False) -> dict[str, str]:
+    """`DRIFTGATE_*` variables that reproduce `settings` (to hand to worker processes).
+
+    Secrets (`SECRET_FIELDS`) are left out unless `secrets` is true: they never come from
+    the command line, so a worker reads them where its parent did (the `DRIFTGATE_CONFIG`
+    file, or the variables already set), and a secret from the file is never copied into
+    an environment that every child process inherits.
+    """
     data = msgspec.to_builtins(settings, enc_hook=str)
     return {
         f"{ENV_PREFIX}{key.upper()}": msgspec.json.encode(value).decode()
         if key in _JSON_FIELDS
         else str(value)
         for key, value in data.items()
+        if secrets or key not in SECRET_FIELDS
     }
+
+
+def child_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for commands the gateway runs (`retraining_command`): this process's,
+    without the variables that carry the gateway's secrets."""
+    environ = os.environ if environ is None else environ
+    return {key: value for key, value in environ.items() if key not in _SECRET_VARIABLES}

@@ -83,7 +83,7 @@ class ShadowMirror:
         while True:
             copy = await self._queue.get()
             try:
-                loaded = await self._repository.get(copy.model, copy.version)
+                loaded = await self._repository.get(copy.model, copy.version, routed=True)
                 results = await loaded.runtime.predict(copy.inputs, copy.outputs)
                 self.agreement.record(copy.model, copy.version, copy.primary, results)
             except GatewayError as exc:

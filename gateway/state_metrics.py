@@ -1,6 +1,6 @@
 """Gauges read at scrape time from the live state: traffic weights, shadow agreement and
-queue, state backend health. Reading them when Prometheus asks means no bookkeeping on the
-request path and never a stale value."""
+queue, state backend health, drift and model quality. Reading them when Prometheus asks
+means no bookkeeping on the request path and never a stale value."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.deployments import DeploymentManager
+from gateway.repository import ModelRepository
 from gateway.routing import Router
 from gateway.shadows import ShadowMirror
 from monitor.drift import DriftMonitor
@@ -39,8 +40,10 @@ class StateCollector(Collector):
         manager: DeploymentManager,
         mirror: ShadowMirror,
         monitor: DriftMonitor,
+        repository: ModelRepository,
     ) -> None:
         self._router = router
+        self._repository = repository
         self._manager = manager
         self._mirror = mirror
         self._monitor = monitor
@@ -61,6 +64,16 @@ class StateCollector(Collector):
             for shadow in deployment.shadows:
                 weight.add_metric([model, str(shadow.version), "shadow"], shadow.percent)
         yield weight
+
+        broken = GaugeMetricFamily(
+            "driftgate_model_version_broken",
+            "1 for a version that cannot be served (damaged or missing files, or a deployment "
+            "naming a version that does not exist); its calls answer 503.",
+            labels=["model", "version"],
+        )
+        for failure in self._repository.failures():
+            broken.add_metric([failure.model, str(failure.version)], 1.0)
+        yield broken
 
         up = GaugeMetricFamily(
             "driftgate_state_backend_up",
@@ -99,6 +112,7 @@ class StateCollector(Collector):
                 difference.add_metric(labels, mean)
         yield from (agreement, difference, compared)
         yield from self._drift()
+        yield from self._quality()
 
     def _drift(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         version_status = GaugeMetricFamily(
@@ -139,3 +153,54 @@ class StateCollector(Collector):
                         if isinstance(figure, float) and math.isfinite(figure):
                             statistic.add_metric([report.model, version, stats.name, name], figure)
         yield from (version_status, feature_status, statistic, samples)
+
+    def _quality(self) -> Iterator[GaugeMetricFamily]:
+        accuracy = GaugeMetricFamily(
+            "driftgate_model_accuracy",
+            "A classifier's accuracy over the drift window: realized from label feedback, "
+            "estimated from calibrated confidence (no labels), or on the reference data.",
+            labels=["model", "version", "kind"],
+        )
+        accuracy_error = GaugeMetricFamily(
+            "driftgate_model_accuracy_standard_error",
+            "Standard error of driftgate_model_accuracy: binomial for realized, "
+            "sqrt(sum a(1-a))/n for estimated.",
+            labels=["model", "version", "kind"],
+        )
+        mae = GaugeMetricFamily(
+            "driftgate_model_mae",
+            "A regressor's mean absolute error: realized from label feedback over the drift "
+            "window, or on the reference data.",
+            labels=["model", "version", "kind"],
+        )
+        mae_error = GaugeMetricFamily(
+            "driftgate_model_mae_standard_error",
+            "Standard error of the realized driftgate_model_mae.",
+            labels=["model", "version", "kind"],
+        )
+        rows = GaugeMetricFamily(
+            "driftgate_model_quality_rows",
+            "Rows behind the window's quality: labelled (realized) or scored (estimated).",
+            labels=["model", "version", "kind"],
+        )
+        for report in self._monitor.reports():
+            quality = report.quality
+            if quality is None:
+                continue
+            labels = [report.model, str(report.version)]
+            rows.add_metric([*labels, "realized"], quality.labelled)
+            if quality.estimable:
+                rows.add_metric([*labels, "estimated"], quality.estimated_rows)
+            for family, kind, figure in (
+                (accuracy, "realized", quality.realized_accuracy),
+                (accuracy_error, "realized", quality.realized_accuracy_error),
+                (accuracy, "estimated", quality.estimated_accuracy),
+                (accuracy_error, "estimated", quality.estimated_accuracy_error),
+                (accuracy, "reference", quality.reference_accuracy),
+                (mae, "realized", quality.realized_mae),
+                (mae_error, "realized", quality.realized_mae_error),
+                (mae, "reference", quality.reference_mae),
+            ):
+                if figure is not None:
+                    family.add_metric([*labels, kind], figure)
+        yield from (accuracy, accuracy_error, mae, mae_error, rows)

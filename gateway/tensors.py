@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from gateway.content import json_errors
 from gateway.errors import BadRequestError
 from gateway.protocol import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 from registry import Signature, TensorSpec
@@ -39,7 +40,8 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[InferenceReq
         view = memoryview(body)
         header, binary = view[:header_length], view[header_length:]
     try:
-        return _REQUEST_DECODER.decode(header), binary
+        with json_errors("the inference request"):
+            return _REQUEST_DECODER.decode(header), binary
     except msgspec.ValidationError as exc:
         raise BadRequestError(f"invalid inference request: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -114,7 +116,7 @@ def _from_json(tensor: RequestInput) -> np.ndarray:
         raise BadRequestError(f"input {tensor.name!r}: data must be a JSON array")
     dtype = OIP_TO_NUMPY[tensor.datatype]
     try:
-        array = np.array(tensor.data, dtype=dtype)
+        array = _json_array(tensor, dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequestError(
             f"input {tensor.name!r}: data is not a regular array of {tensor.datatype}: {exc}"
@@ -128,6 +130,48 @@ def _from_json(tensor: RequestInput) -> np.ndarray:
     if tensor.datatype == "BYTES" and not all(isinstance(item, str) for item in array.flat):
         raise BadRequestError(f"input {tensor.name!r}: BYTES data must be strings")
     return array.reshape(tensor.shape)
+
+
+def _json_array(tensor: RequestInput, dtype: np.dtype[Any]) -> np.ndarray:
+    """JSON numbers as `dtype`, refusing what the cast would change silently: a number past
+    a narrower float's range (1e6 as FP16 is inf), and a fraction or an out-of-range number
+    as an integer (1.5 as INT8 is 1). Checked only where the data is not already of the
+    target type (JSON numbers are float64 or int64), with whole-array operations."""
+    data = tensor.data
+    if dtype.kind == "f" and dtype.itemsize < 8:
+        try:
+            with np.errstate(over="raise"):
+                return np.array(data, dtype=dtype)
+        except FloatingPointError as exc:
+            raise BadRequestError(_out_of_range(tensor, dtype)) from exc
+    if dtype.kind not in "iu":
+        return np.array(data, dtype=dtype)  # FP64, BOOL, BYTES
+    natural = np.array(data)  # int64 (uint64 past it) if every number is whole, else float64
+    if natural.dtype == dtype:
+        return natural
+    if natural.dtype.kind not in "iuf" or not natural.size:
+        return np.array(data, dtype=dtype)  # numpy refuses Python integers out of range
+    if natural.dtype.kind == "f" and not (whole := natural == np.trunc(natural)).all():
+        raise BadRequestError(
+            f"input {tensor.name!r}: {tensor.datatype} takes whole numbers, not "
+            f"{natural[~whole].flat[0].item()!r}; round the data before sending it"
+        )
+    info = np.iinfo(dtype)
+    # max + 1 is a power of two, exact as a float: 2.0**63 is refused for INT64
+    if natural.min() < info.min or natural.max() >= info.max + 1:
+        raise BadRequestError(_out_of_range(tensor, dtype))
+    return natural.astype(dtype)
+
+
+def _out_of_range(tensor: RequestInput, dtype: np.dtype[Any]) -> str:
+    if dtype.kind == "f":
+        bounds = f"{np.finfo(dtype).min:g} to {np.finfo(dtype).max:g}"
+    else:
+        bounds = f"{np.iinfo(dtype).min} to {np.iinfo(dtype).max}"
+    return (
+        f"input {tensor.name!r}: a value is out of the range of {tensor.datatype} ({bounds}); "
+        "scale the data, or use a model that takes a wider type"
+    )
 
 
 def _from_binary(tensor: RequestInput, chunk: memoryview) -> np.ndarray:

@@ -44,6 +44,7 @@ class RetrainingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     redis_url: str | None = None
     redis_stream: str = "driftgate:retraining"
     command: str | None = None  # run with the event as JSON on stdin
+    command_environ: dict[str, str] | None = None  # the command's environment (None: ours)
     cooldown_seconds: float = 3600.0
     sensitive: Literal["drop", "hash"] = "drop"
     hash_key: str = ""  # HMAC key for "hash"; hashes without a secret key are guessable
@@ -194,7 +195,9 @@ class RetrainingTrigger:
                         headers={"content-type": "application/json"},
                     )
             except httpx.HTTPError:
-                logger.exception("retraining webhook %s failed", self.config.webhook)
+                # The URL may carry a credential: name only where it points.
+                target = httpx.URL(self.config.webhook)
+                logger.exception("retraining webhook to %s%s failed", target.host, target.path)
         if self.config.redis_url:
             stream = aioredis.Redis.from_url(self.config.redis_url, socket_timeout=1.0)
             try:
@@ -205,7 +208,9 @@ class RetrainingTrigger:
                 await stream.aclose()
         if self.config.command:
             process = await asyncio.create_subprocess_exec(
-                *shlex.split(self.config.command), stdin=asyncio.subprocess.PIPE
+                *shlex.split(self.config.command),
+                stdin=asyncio.subprocess.PIPE,
+                env=self.config.command_environ,
             )
             await process.communicate(payload)
 

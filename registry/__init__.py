@@ -1,6 +1,7 @@
 """Versioned model store: artifacts, manifests, signatures and reference profiles."""
 
 from registry.errors import (
+    DamagedVersionError,
     IntegrityError,
     InvalidModelError,
     InvalidNameError,
@@ -10,11 +11,13 @@ from registry.errors import (
 )
 from registry.manifest import (
     CategoricalProfile,
+    ConfidenceCalibration,
     DataFingerprint,
     FeatureProfile,
     Features,
     Manifest,
     NumericProfile,
+    QualityProfile,
     ReferenceProfile,
     Signature,
     TensorSpec,
@@ -24,6 +27,8 @@ from registry.store import ModelRegistry, read_reference
 
 __all__ = [
     "CategoricalProfile",
+    "ConfidenceCalibration",
+    "DamagedVersionError",
     "DataFingerprint",
     "FeatureProfile",
     "Features",
@@ -35,6 +40,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelRegistry",
     "NumericProfile",
+    "QualityProfile",
     "ReferenceProfile",
     "RegistryError",
     "Signature",

@@ -19,6 +19,10 @@ class IntegrityError(RegistryError):
     """An artifact's bytes no longer match the sha256 recorded at registration."""
 
 
+class DamagedVersionError(RegistryError):
+    """A version's files are missing or unreadable; it cannot be served until restored."""
+
+
 class InvalidModelError(RegistryError, ValueError):
     """The ONNX file cannot be served (unreadable, or a non-tensor input/output)."""
 

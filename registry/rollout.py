@@ -43,8 +43,8 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How a rollout proceeds."""
 
-    steps: tuple[Percent, ...] = (5.0, 25.0, 50.0)
-    """Canary weights in order; passing at the last one promotes the canary."""
+    steps: Annotated[tuple[Percent, ...], msgspec.Meta(min_length=1)] = (5.0, 25.0, 50.0)
+    """Canary weights in order (at least one); passing at the last one promotes the canary."""
     interval_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 30.0
     """Between evaluations; each judges the traffic of its own interval."""
     min_samples: Positive = 50

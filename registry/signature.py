@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
+from registry.artifact import check_self_contained
 from registry.datatypes import ORT_TO_OIP
 from registry.errors import InvalidModelError
 from registry.manifest import Signature, TensorSpec
 
 
 def open_session(model: bytes, *, intra_op_threads: int = 1) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session over the model bytes (the bytes already verified)."""
+    """An ONNX Runtime CPU session over the model bytes (the bytes already verified), which
+    must hold the whole model (`registry.artifact`): at registration and at every load."""
+    check_self_contained(model)
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.load_model_format", "ONNX")  # as checked
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: warnings about unused initializers are noise

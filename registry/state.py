@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from registry.audit import AuditEntry, AuditHead, next_entry
+from registry.audit import AuditEntry, AuditHead, AuditLog, next_entry
 from registry.deployment import Deployment
 from registry.errors import RegistryError
 
@@ -21,6 +21,15 @@ ChangeListener = Callable[[str, Deployment | None], Awaitable[None]]
 
 class StateUnavailableError(RegistryError):
     """The state backend cannot be reached; writes are refused (HTTP 503)."""
+
+
+class StateAuthenticationError(StateUnavailableError):
+    """The backend refused our credentials: a configuration error that does not heal by
+    itself, so the gateway also reports itself not ready until it is fixed."""
+
+
+class StateDamagedError(RegistryError):
+    """Stored control state cannot be read back; the message names it and what to do."""
 
 
 class RevisionConflictError(RegistryError):
@@ -62,6 +71,11 @@ class StateBackend(Protocol):
         """Whether the backend is reachable right now."""
         ...
 
+    @property
+    def error(self) -> StateUnavailableError | None:
+        """Why the backend is unhealthy (None while healthy): what writes are refused with."""
+        ...
+
     async def start(self, listener: ChangeListener) -> None:
         """Connect, and call `listener` for every deployment changed by any writer."""
         ...
@@ -83,6 +97,7 @@ class StateBackend(Protocol):
         """
         ...
 
-    async def audit(self) -> tuple[list[AuditEntry], AuditHead]:
-        """Every audit entry, oldest first, and the recorded head of the chain."""
+    async def audit(self) -> AuditLog:
+        """Every audit entry, oldest first, and the recorded head of the chain; entries or
+        a head that cannot be read are reported in the log, not raised."""
         ...

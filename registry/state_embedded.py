@@ -1,13 +1,16 @@
 """Embedded control state: files under the data directory, safe across worker processes.
 
     state/deployments.json   every deployment, replaced atomically (write, fsync, rename)
-    state/audit.jsonl        the audit log, one entry per line, appended and fsynced
-    state/audit.head         sequence and hash of the last entry, replaced atomically
+    state/audit.jsonl        the audit log, one entry per line (see `registry.audit_file`)
+    state/audit.head         sequence and hash of the last entry, a check on the log
     state/lock               flock held for the duration of a commit
 
 A commit appends its audit entry before it replaces the deployments, so a crash in between
-leaves the old deployments intact and, at worst, an entry for a change that did not land.
-Other processes notice a change by polling the deployments file's identity (cheap `stat`).
+leaves the old deployments intact and, at worst, an entry for a change that did not land
+(and was never acknowledged). Other processes notice a change by polling the deployments
+file's identity (cheap `stat`). Damaged files are reported naming the file and what to do:
+deployments.json refuses to start (the gateway will not guess a traffic split), the audit
+log is reported by `audit()` and keeps taking entries.
 """
 
 from __future__ import annotations
@@ -15,20 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import os
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 
-from registry.audit import AuditEntry, AuditHead
+from registry.audit import AuditEntry, AuditLog
+from registry.audit_file import AuditFile
 from registry.deployment import Deployment
-from registry.state import Change, ChangeListener, RevisionConflictError
+from registry.files import replace_file
+from registry.state import (
+    Change,
+    ChangeListener,
+    RevisionConflictError,
+    StateDamagedError,
+    StateUnavailableError,
+)
 
+logger = logging.getLogger(__name__)
 POLL_INTERVAL = 0.05  # seconds: other workers apply a change well within 100 ms
 _DEPLOYMENTS = msgspec.json.Decoder(dict[str, Deployment])
-_ENTRY = msgspec.json.Decoder(AuditEntry)
-_HEAD = msgspec.json.Decoder(AuditHead)
 
 
 class EmbeddedState:
@@ -38,6 +48,7 @@ class EmbeddedState:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self._audit = AuditFile(self.directory)
         self._known: dict[str, Deployment] = {}
         self._identity: tuple[int, int] | None = None
         self._listener: ChangeListener | None = None
@@ -48,13 +59,28 @@ class EmbeddedState:
         """Files are always reachable; a full disk surfaces as a failed commit."""
         return True
 
+    @property
+    def error(self) -> StateUnavailableError | None:
+        """Never unavailable (see `healthy`)."""
+        return None
+
     async def start(self, listener: ChangeListener) -> None:
-        """Load the deployments and start noticing other processes' changes."""
+        """Recover the audit log from a crash, load the deployments, and start noticing
+        other processes' changes.
+
+        Raises:
+            StateDamagedError: deployments.json cannot be read; the message says what to do.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._recover)
         self._listener = listener
         self._identity = self._file_identity()
         await self._notify(await asyncio.to_thread(self._read_deployments))
         self._poller = asyncio.create_task(self._poll(), name="driftgate-state-poll")
+
+    def check(self) -> None:
+        """Raise `StateDamagedError` if the stored deployments cannot be read."""
+        self._read_deployments()
 
     async def close(self) -> None:
         """Stop polling."""
@@ -72,12 +98,21 @@ class EmbeddedState:
 
         The listener is not called for this process's own commits: the writer applies them.
         """
-        entry, self._known = await asyncio.to_thread(self._commit, change)
+        try:
+            entry, self._known = await asyncio.to_thread(self._commit, change)
+        except OSError as exc:  # a full or read-only disk: refused, and nothing changed
+            raise StateUnavailableError(
+                f"cannot write the control state under {self.directory}: {exc}"
+            ) from exc
         return entry
 
-    async def audit(self) -> tuple[list[AuditEntry], AuditHead]:
-        """Every audit entry and the recorded head."""
-        return await asyncio.to_thread(self._read_audit)
+    async def audit(self) -> AuditLog:
+        """The audit log and its recorded head, damage included."""
+        return await asyncio.to_thread(self._audit.read)
+
+    def _recover(self) -> None:
+        with self._locked():
+            self._audit.recover()
 
     def _commit(self, change: Change) -> tuple[AuditEntry, dict[str, Deployment]]:
         with self._locked():
@@ -90,19 +125,10 @@ class EmbeddedState:
                         f"the deployment of {change.model!r} changed meanwhile (revision "
                         f"{revision}, expected {change.expected_revision}); read it again"
                     )
-            head = self._read_head()
-            entry = change.entry_after(head)
-            with (self.directory / "audit.jsonl").open("ab") as log:
-                log.write(msgspec.json.encode(entry) + b"\n")
-                log.flush()
-                os.fsync(log.fileno())
-            _replace(
-                self.directory / "audit.head",
-                msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash)),
-            )
+            entry = self._audit.append(change.entry_after)
             if change.deployment is not None:
                 deployments[change.model] = change.deployment
-                _replace(self.directory / "deployments.json", msgspec.json.encode(deployments))
+                replace_file(self.directory / "deployments.json", msgspec.json.encode(deployments))
             return entry, deployments
 
     @contextlib.contextmanager
@@ -121,19 +147,13 @@ class EmbeddedState:
             return _DEPLOYMENTS.decode(path.read_bytes())
         except FileNotFoundError:
             return {}
-
-    def _read_head(self) -> AuditHead:
-        try:
-            return _HEAD.decode((self.directory / "audit.head").read_bytes())
-        except FileNotFoundError:
-            return AuditHead()
-
-    def _read_audit(self) -> tuple[list[AuditEntry], AuditHead]:
-        try:
-            lines = (self.directory / "audit.jsonl").read_bytes().splitlines()
-        except FileNotFoundError:
-            lines = []
-        return [_ENTRY.decode(line) for line in lines if line.strip()], self._read_head()
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            raise StateDamagedError(
+                f"{path} is damaged ({exc}), and the gateway will not guess the traffic "
+                "splits: restore it from a backup, or move it aside to start every model on "
+                f"its latest version (each deployment as last changed is in the 'after' of "
+                f"its latest entry in {self._audit.log_path})"
+            ) from exc
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -148,7 +168,13 @@ class EmbeddedState:
             identity = self._file_identity()
             if identity != self._identity:
                 self._identity = identity
-                await self._notify(await asyncio.to_thread(self._read_deployments))
+                try:
+                    deployments = await asyncio.to_thread(self._read_deployments)
+                except (StateDamagedError, OSError) as exc:
+                    # Keep serving the deployments in force; the next change is read again.
+                    logger.error("not applying the stored deployments: %s", exc)
+                    continue
+                await self._notify(deployments)
 
     async def _notify(self, deployments: dict[str, Deployment]) -> None:
         changed = [
@@ -160,18 +186,3 @@ class EmbeddedState:
         if self._listener is not None:
             for name in changed:
                 await self._listener(name, deployments.get(name))
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: readers see the old file or the new, never half."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -8,12 +8,18 @@ Layout under the registry root::
 A version directory is assembled under a temporary name and renamed into place, so a
 version either exists whole or not at all, and two concurrent registrations can never
 receive the same number (the second rename fails and takes the next one).
+
+Reading is defensive: the files can still be damaged afterwards (a disk, an operator), and
+one damaged version must fail alone. A version directory counts as a version whatever its
+state, so its number is never reused, and reading it raises `DamagedVersionError` naming
+the file; entries under the root that are not model names are skipped with a warning.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -21,10 +27,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import polars as pl
 
 from registry.errors import (
+    DamagedVersionError,
     IntegrityError,
+    InvalidNameError,
     InvalidReferenceError,
     ModelNotFoundError,
 )
@@ -32,11 +41,14 @@ from registry.features import bind_features, reference_inputs
 from registry.manifest import DataFingerprint, Manifest, decode_manifest, encode_manifest
 from registry.names import parse_version, validate_model_name
 from registry.profile import build_profile
+from registry.quality import build_quality
 from registry.signature import open_session, read_signature
 
 ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
 _RENAME_ATTEMPTS = 100
+_RESTORE = "restore the version's directory from a backup, or register the model again"
+logger = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -89,6 +101,11 @@ class ModelRegistry:
             schema={column: str(dtype) for column, dtype in frame.schema.items()},
         )
         profile = build_profile(frame, features, inputs, outputs, signature)
+        quality = (
+            None
+            if target is None
+            else build_quality(frame.get_column(target), outputs, signature.outputs)
+        )
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
@@ -114,6 +131,7 @@ class ModelRegistry:
                     target=target,
                     training_data=fingerprint,
                     profile=profile,
+                    quality=quality,
                 )
                 (staging / MANIFEST).unlink(missing_ok=True)
                 _write_readonly(staging / MANIFEST, encode_manifest(manifest))
@@ -129,24 +147,31 @@ class ModelRegistry:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def models(self) -> list[str]:
-        """Names of every model with at least one version, sorted."""
+        """Names of every model with at least one version, sorted; other entries under the
+        root (a copied `wine backup/`) are logged and skipped."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if not entry.name.startswith(".") and self.versions(entry.name)
-        )
+        names = []
+        for entry in self.root.iterdir():
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            try:
+                validate_model_name(entry.name)
+                if self.versions(entry.name):
+                    names.append(entry.name)
+            except (InvalidNameError, OSError) as exc:
+                logger.warning("ignoring %s in the registry: %s", entry, exc)
+        return sorted(names)
 
     def versions(self, name: str) -> list[int]:
-        """Registered versions of `name`, ascending (empty if none)."""
+        """Registered versions of `name`, ascending (empty if none), damaged ones included."""
         model_dir = self.root / validate_model_name(name)
         if not model_dir.is_dir():
             return []
         return sorted(
-            int(entry.name)
+            number
             for entry in model_dir.iterdir()
-            if entry.name.isdigit() and (entry / MANIFEST).is_file()
+            if (number := _version_number(entry.name)) is not None and entry.is_dir()
         )
 
     def latest_version(self, name: str) -> int:
@@ -155,9 +180,25 @@ class ModelRegistry:
         return versions[-1] if versions else 0
 
     def manifest(self, name: str, version: int | str | None = None) -> Manifest:
-        """The manifest of one version (the latest when `version` is None)."""
+        """The manifest of one version (the latest when `version` is None).
+
+        Raises:
+            DamagedVersionError: manifest.json is missing, unreadable, or not this version's.
+        """
         number = self._resolve(name, version)
-        return decode_manifest((self._version_dir(name, number) / MANIFEST).read_bytes())
+        data = self._read(name, number, MANIFEST)
+        try:
+            manifest = decode_manifest(data)
+        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            raise DamagedVersionError(
+                f"{name} version {number}: {MANIFEST} is damaged ({exc}); {_RESTORE}"
+            ) from exc
+        if (manifest.name, manifest.version) != (name, number):
+            raise DamagedVersionError(
+                f"{name} version {number}: {MANIFEST} describes {manifest.name} version "
+                f"{manifest.version} (a copied directory?); {_RESTORE}"
+            )
+        return manifest
 
     def load_artifact(self, name: str, version: int | str) -> tuple[Manifest, bytes]:
         """The manifest and verified ONNX bytes of a version.
@@ -165,16 +206,33 @@ class ModelRegistry:
         Raises:
             IntegrityError: the artifact's sha256 differs from the manifest's; it must
                 never be served.
+            DamagedVersionError: a file of the version is missing or unreadable.
         """
         manifest = self.manifest(name, version)
-        model = (self._version_dir(name, manifest.version) / ARTIFACT).read_bytes()
+        model = self._read(name, manifest.version, ARTIFACT)
         digest = hashlib.sha256(model).hexdigest()
         if digest != manifest.sha256 or len(model) != manifest.size_bytes:
             raise IntegrityError(
-                f"{name} version {manifest.version}: model.onnx has sha256 {digest}, but the "
-                f"manifest records {manifest.sha256}; the artifact was modified and is refused"
+                f"{name} version {manifest.version}: {ARTIFACT} has sha256 {digest} "
+                f"({len(model)} bytes), but the manifest records {manifest.sha256} "
+                f"({manifest.size_bytes} bytes); the artifact was modified and is refused; "
+                f"{_RESTORE}"
             )
         return manifest, model
+
+    def _read(self, name: str, version: int, filename: str) -> bytes:
+        """A file of a version; messages name the version and file, never the server's path
+        (they reach callers of the data plane)."""
+        try:
+            return (self._version_dir(name, version) / filename).read_bytes()
+        except FileNotFoundError as exc:
+            raise DamagedVersionError(
+                f"{name} version {version}: {filename} is missing; {_RESTORE}"
+            ) from exc
+        except OSError as exc:
+            raise DamagedVersionError(
+                f"{name} version {version}: {filename} cannot be read ({exc.strerror}); {_RESTORE}"
+            ) from exc
 
     def _resolve(self, name: str, version: int | str | None) -> int:
         versions = self.versions(name)
@@ -189,6 +247,15 @@ class ModelRegistry:
 
     def _version_dir(self, name: str, version: int) -> Path:
         return self.root / validate_model_name(name) / str(version)
+
+
+def _version_number(entry: str) -> int | None:
+    """The version a directory name holds in canonical form ("7", not "07" or "²")."""
+    try:
+        number = parse_version(entry)
+    except InvalidNameError:
+        return None
+    return number if str(number) == entry else None
 
 
 def read_reference(path: Path) -> pl.DataFrame:

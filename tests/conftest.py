@@ -64,7 +64,9 @@ def home(tmp_path: Path, artifacts: Path) -> Path:
 
 ADMIN_TOKEN = "s3cret-admin"
 READ_TOKEN = "s3cret-read"
-TOKENS = f"alice:admin:{ADMIN_TOKEN},grafana:read:{READ_TOKEN}"
+FEEDBACK_TOKEN = "s3cret-labels"
+TOKENS = f"alice:admin:{ADMIN_TOKEN},grafana:read:{READ_TOKEN},labeller:feedback:{FEEDBACK_TOKEN}"
+LABELLER = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}  # headers that may send labels
 
 
 @pytest.fixture

@@ -185,7 +185,7 @@ def test_upload_registers_like_the_cli(client: Client, artifacts: Path, home: Pa
 
 def test_status_reports_versions_deployments_and_backend(client: Client) -> None:
     status = client.get("/admin/status", headers=READ).json()
-    assert status["state_backend"] == {"kind": "embedded", "healthy": True}
+    assert status["state_backend"] == {"kind": "embedded", "healthy": True, "error": None}
     assert {(v["model"], v["version"]) for v in status["loaded"]} >= {("affine", 2)}
     assert status["deployments"]["affine"]["stable"] == 2
 

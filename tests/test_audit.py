@@ -1,11 +1,22 @@
-"""The audit log's hash chain: any modified or removed entry is found."""
+"""The audit log's hash chain: any modified, removed or unreadable entry is found, and the
+next entry is numbered so that none is ever numbered twice."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from registry.audit import AuditEntry, AuditHead, next_entry, verify_chain
+from registry.audit import (
+    AuditEntry,
+    AuditHead,
+    AuditLog,
+    Verdict,
+    chain_head,
+    next_entry,
+    read_log,
+    verify_chain,
+    verify_log,
+)
 
 
 def _chain(length: int) -> list[AuditEntry]:
@@ -55,3 +66,58 @@ def test_survives_a_json_round_trip() -> None:
     entries = _chain(3)
     decoded = msgspec.json.decode(msgspec.json.encode(entries), type=list[AuditEntry])
     assert verify_chain(decoded) is None
+
+
+def _encoded(entries: list[AuditEntry]) -> list[bytes]:
+    return [msgspec.json.encode(entry) for entry in entries]
+
+
+def test_the_next_entry_chains_onto_the_last_readable_one() -> None:
+    entries = _chain(3)
+    newest_first = _encoded(entries)[::-1]
+    assert chain_head(newest_first, None) == AuditHead(seq=3, hash=entries[-1].hash)
+    assert chain_head([], None) == AuditHead()
+    # A head behind the log is a crash between append and head: the log wins.
+    behind = AuditHead(seq=2, hash=entries[1].hash)
+    assert chain_head(newest_first, behind) == AuditHead(seq=3, hash=entries[-1].hash)
+
+
+def test_no_sequence_number_is_given_twice() -> None:
+    entries = _chain(3)
+    damaged = [b"\x00garbage", *_encoded(entries)[::-1]]
+    # the unreadable last record took seq 4: the next entry is 5, chained onto entry 3
+    assert chain_head(damaged, None) == AuditHead(seq=4, hash=entries[-1].hash)
+    # a head ahead of the log (entries cut from its end) keeps its numbers taken
+    ahead = AuditHead(seq=7, hash="f" * 64)
+    assert chain_head(_encoded(entries)[::-1], ahead) == AuditHead(seq=7, hash=entries[-1].hash)
+
+
+def test_a_read_log_reports_what_it_cannot_read() -> None:
+    entries = _chain(4)
+    records = [(f"line {n}", data) for n, data in enumerate(_encoded(entries), start=1)]
+    records[2] = ("line 3", b'{"seq": 3, "ti')
+    head = msgspec.json.encode(AuditHead(seq=4, hash=entries[-1].hash))
+    log = read_log(records, head, "the head")
+    assert [entry.seq for entry in log.entries] == [1, 2, 4]
+    verdict = verify_log(log)
+    assert verdict.first_invalid == 2
+    assert verdict.problem is not None
+    assert verdict.problem == "line 3 is not a readable audit entry (Input data was truncated)"
+
+    intact = [(f"line {n}", data) for n, data in enumerate(_encoded(entries), start=1)]
+    assert verify_log(read_log(intact, head, "the head")) == Verdict()
+    unreadable_head = verify_log(read_log(intact, b"[", "the head"))
+    assert unreadable_head.first_invalid is None
+    assert str(unreadable_head.problem).startswith("the head is not an audit head")
+    modified = verify_log(read_log([*intact[:3], ("line 4", b"{}")], head, "the head"))
+    assert modified.first_invalid == 3
+
+
+def test_verification_says_what_is_wrong() -> None:
+    entries = _chain(3)
+    entries[1] = msgspec.structs.replace(entries[1], actor="mallory")
+    problem = verify_log(AuditLog(entries=entries)).problem
+    assert problem == "entry 1 (seq 2) does not match its hash: it was modified"
+    cut = verify_log(AuditLog(entries=_chain(3)[:2], head=AuditHead(seq=3))).problem
+    assert cut is not None
+    assert "ends at seq 2 but its head records seq 3" in cut

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from litestar.testing import TestClient
 
+from tests.conftest import ADMIN_TOKEN
 from tests.oip import binary_body, json_input
 
 Client = TestClient[Any]
@@ -163,6 +166,37 @@ RAW_CASES: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ),
     ("unknown encoding", b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding 'br'"),
 ]
+DEEP = b"[" * 5000 + b"]" * 5000  # a RecursionError in the decoder, once a 500
+RAW_CASES += [
+    (
+        "data nested thousands deep",
+        b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ' + DEEP + b"}]}",
+        {},
+        400,
+        "nests JSON arrays or objects too deeply",
+    ),
+    (
+        "parameters nested thousands deep",
+        b'{"parameters": {"a": ' + DEEP + b'}, "inputs": []}',
+        {},
+        400,
+        "too deeply",
+    ),
+    (
+        "invalid UTF-8 in a string",
+        b'{"id": "\xc3", "inputs": []}',
+        {},
+        400,
+        "the inference request is not valid UTF-8",
+    ),
+    (
+        "header length of 5000 digits",
+        b"{}",
+        {"Inference-Header-Content-Length": "9" * 5000},
+        400,
+        "must be a byte count in ASCII digits",
+    ),
+]
 RAW_CASES[5] = (
     "truncated binary",
     _binary(16)[0][:-4],
@@ -218,6 +252,73 @@ def test_bad_raw_bodies(
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     _still_serves(client)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        ("POST", "/v1/feedback", b'{"items": [{"id": "1", "label": ' + DEEP + b"}]}", "too deeply"),
+        ("POST", "/v1/feedback", b'{"items": [{"id": "\xff", "label": 1}]}', "not valid UTF-8"),
+        ("PUT", "/admin/models/affine/deployment", b'{"reason": ' + DEEP + b"}", "too deeply"),
+        ("PUT", "/admin/models/affine/deployment", DEEP, "too deeply"),
+        ("PUT", "/admin/models/affine/deployment", b'{"stable": 1, "reason": "\xff"}', "UTF-8"),
+        ("POST", "/admin/models/affine/rollback", b'{"reason": "\xc3"}', "not valid UTF-8"),
+        (
+            "POST",
+            "/admin/models/affine/rollout",
+            b'{"version": 1, "config": ' + DEEP + b"}",
+            "deep",
+        ),
+        (
+            "POST",
+            "/admin/models/affine/rollout",
+            b'{"version": 1, "config": {"steps": []}}',
+            "config.steps",
+        ),
+        ("PUT", "/admin/models/affine/deployment", b'{"stable": ', "malformed JSON"),
+    ],
+    ids=[
+        "feedback deep",
+        "feedback UTF-8",
+        "admin field deep",
+        "admin body deep",
+        "admin UTF-8",
+        "rollback UTF-8",
+        "rollout deep",
+        "rollout without steps",
+        "admin malformed",
+    ],
+)
+def test_bad_json_bodies_of_other_routes(
+    client: Client, method: str, path: str, body: bytes, message: str
+) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    good = client.put("/admin/models/affine/deployment", json={"stable": 1}, headers=headers)
+    assert good.status_code == 200, good.text
+    assert client.post("/v1/feedback", json={"items": []}, headers=headers).status_code == 200
+    _still_serves(client)
+
+
+@pytest.mark.e2e
+def test_header_length_in_unicode_digits_is_refused(live_server: str) -> None:
+    # "²" is a digit to str.isdigit() but not to int(). Only a real socket carries it: the
+    # test client re-encodes header values as UTF-8, which the server reads as latin-1.
+    host, port = live_server.removeprefix("http://").split(":")
+    request = (
+        b"POST /v2/models/affine/infer HTTP/1.1\r\nHost: gateway\r\nContent-Length: 2\r\n"
+        b"Inference-Header-Content-Length: \xb2\r\nConnection: close\r\n\r\n{}"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        response = b"".join(iter(lambda: sock.recv(65536), b""))
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), response
+    assert "must be a byte count in ASCII digits" in json.loads(body)["error"]
+    good = httpx.post(f"{live_server}/v2/models/affine/infer", json=GOOD, timeout=10)
+    assert good.status_code == 200, good.text
 
 
 def test_oversized_bodies_are_refused(client: Client) -> None:

@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from gateway.cli import main
+from gateway.version import driftgate_version
+
 
 def driftgate(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -79,7 +84,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, artifacts: Path) -> None:
         str(artifacts / "affine.csv"),
         home=tmp_path,
     )
-    assert bad_name.returncode == 2
+    assert bad_name.returncode == 1
     assert bad_name.stderr.startswith("driftgate: error: invalid model name '../x'")
     bad_metric = driftgate(
         "models",
@@ -94,11 +99,25 @@ def test_errors_are_one_clear_line(tmp_path: Path, artifacts: Path) -> None:
         "auc=high",
         home=tmp_path,
     )
-    assert bad_metric.returncode == 2
+    assert bad_metric.returncode == 1
     assert "'auc=high'" in bad_metric.stderr
     missing = driftgate("models", "show", "ghost", home=tmp_path)
-    assert missing.returncode == 2
+    assert missing.returncode == 1
     assert "'ghost' is not registered" in missing.stderr
+
+
+def test_exit_codes_help_and_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1 for a command that failed, 2 (argparse's) for a command line that is wrong."""
+    home = ["--home", str(tmp_path)]
+    assert main(["models", "show", "ghost", *home]) == 1
+    usage, helped, version = ["models", "show", *home], ["traffic", "--help"], ["--version"]
+    for argv, code in [(usage, 2), (helped, 0), (version, 0)]:
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == code, argv
+    out = capsys.readouterr().out
+    assert "canary to 0%" in out  # a % in a help string crashed `traffic --help`
+    assert out.rstrip().endswith(f"driftgate {driftgate_version()}")
 
 
 def test_home_from_environment(tmp_path: Path, artifacts: Path) -> None:

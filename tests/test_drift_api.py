@@ -176,6 +176,7 @@ def test_two_gateways_on_one_redis_judge_all_traffic(home: Path, redis_server: R
         assert "affine version 2" in cli.stdout
         assert "300 samples" in cli.stdout
         assert "f0" in cli.stdout
+        assert "WHY" in cli.stdout  # the reason of any feature not ok
         as_json = subprocess.run(
             [
                 sys.executable,

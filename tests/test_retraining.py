@@ -17,7 +17,7 @@ from litestar.testing import TestClient
 from gateway.app import create_app
 from gateway.settings import Settings
 from registry import ModelRegistry
-from tests.conftest import ADMIN_TOKEN, TOKENS
+from tests.conftest import ADMIN_TOKEN, LABELLER, TOKENS
 
 Client = TestClient[Any]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -97,9 +97,9 @@ def test_feedback_joins_sampled_predictions_and_reports_the_rest(
     time.sleep(0.3)  # the monitor consumes samples off the request path
     items = [{"id": f"f{index}", "label": 1.0} for index in range(5)]
     items.append({"id": "never-seen", "label": 1.0})
-    result = client.post("/v1/feedback", json={"items": items}).json()
+    result = client.post("/v1/feedback", json={"items": items}, headers=LABELLER).json()
     assert result == {"accepted": 5, "unknown": ["never-seen"], "expired": [], "invalid": []}
-    again = client.post("/v1/feedback", json={"items": items[:1]}).json()
+    again = client.post("/v1/feedback", json={"items": items[:1]}, headers=LABELLER).json()
     assert again["unknown"] == ["f0"]  # joined once; a second label is not double-counted
-    bad = client.post("/v1/feedback", json={"items": [{"identifier": "x"}]})
+    bad = client.post("/v1/feedback", json={"items": [{"identifier": "x"}]}, headers=LABELLER)
     assert bad.status_code == 400

@@ -83,3 +83,46 @@ def test_drift_decisions_per_model(tmp_path: Path) -> None:
     assert other.detectors["input"].config == settings.drift
     with pytest.raises(ValueError, match="alpha"):
         load_settings({"DRIFTGATE_MODEL_DRIFT": '{"pricing": {"alpha": 2}}'})
+
+
+@pytest.mark.parametrize("key", ["", "short-key"])
+def test_hashed_exports_need_a_real_key(key: str) -> None:
+    with pytest.raises(ValueError, match="export_hash_key of at least 16"):
+        load_settings({"DRIFTGATE_EXPORT_SENSITIVE": "hash", "DRIFTGATE_EXPORT_HASH_KEY": key})
+    with pytest.raises(ValueError, match="export_hash_key"):
+        Settings(export_sensitive="hash", export_hash_key=key)
+    good = {"DRIFTGATE_EXPORT_SENSITIVE": "hash", "DRIFTGATE_EXPORT_HASH_KEY": "k" * 16}
+    assert load_settings(good).export_hash_key == "k" * 16
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        "alice:admin:fine,THE-WHOLE-SECRET-WITHOUT-COLONS",
+        "alice:admin:fine,bob:superuser:THE-SECRET",
+        "THE-SECRET:admin:",
+        "alice:THE-SECRET",
+    ],
+)
+def test_a_malformed_token_entry_shows_no_part_of_it(tokens: str) -> None:
+    with pytest.raises(ValueError, match=r"token entry \d of \d is not NAME:ROLE:SECRET") as error:
+        load_settings({"DRIFTGATE_TOKENS": tokens})
+    assert "SECRET" not in str(error.value).replace("NAME:ROLE:SECRET", "")
+    assert "superuser" not in str(error.value)
+
+
+def test_a_malformed_token_entry_fails_the_cli_without_the_secret(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "models", "list", "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "DRIFTGATE_TOKENS": "ops-admin-hunter2-no-colons"},
+    )
+    assert done.returncode == 1
+    assert "token entry 1 of 1" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout

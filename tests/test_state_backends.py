@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.audit import verify_chain
+from registry.audit import verify_log
 from registry.deployment import Canary, Deployment
 from registry.state import Change, RevisionConflictError, StateBackend
 from registry.state_embedded import EmbeddedState
@@ -84,8 +84,7 @@ async def test_stale_revisions_are_refused_and_change_nothing(
     with pytest.raises(RevisionConflictError, match="changed meanwhile"):
         await second.commit(_set(Deployment(model="m", stable=2, revision=1), 0))
     assert (await first.deployments())["m"] == one
-    entries, _ = await first.audit()
-    assert len(entries) == 1
+    assert len((await first.audit()).entries) == 1
 
 
 async def test_concurrent_writers_keep_one_unbroken_audit_chain(
@@ -97,9 +96,9 @@ async def test_concurrent_writers_keep_one_unbroken_audit_chain(
         await backend.commit(Change(model=f"m{index}", action="model.register", actor="bob"))
 
     await asyncio.gather(*(note(first if i % 2 else second, i) for i in range(20)))
-    entries, head = await second.audit()
-    assert [entry.seq for entry in entries] == list(range(1, 21))
-    assert verify_chain(entries, head) is None
+    log = await second.audit()
+    assert [entry.seq for entry in log.entries] == list(range(1, 21))
+    assert verify_log(log).problem is None
 
 
 async def test_state_survives_a_restart(backend_factory: object) -> None:
@@ -115,8 +114,7 @@ async def test_state_survives_a_restart(backend_factory: object) -> None:
     reopened: StateBackend = backend_factory()  # type: ignore[operator]
     await reopened.start(ignore)
     assert (await reopened.deployments()) == {"m": deployment}
-    entries, head = await reopened.audit()
-    assert verify_chain(entries, head) is None
+    assert verify_log(await reopened.audit()).problem is None
     await reopened.close()
 
 

@@ -34,7 +34,7 @@ def operator(url: str, *args: str, token: str = ADMIN_TOKEN) -> subprocess.Compl
 def test_operator_cli_sets_shows_promotes_and_audits(live_server: str, home: Path) -> None:
     change = shlex.split("traffic set affine --stable 2 --canary 1 --weight 20 --reason canary-v1")
     done = operator(live_server, *change, "--shadow", "1:0")  # v1 cannot be canary and shadow
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "400: a version can play only one role" in done.stderr
     done = operator(live_server, *change)
     assert done.returncode == 0, done.stderr
@@ -51,7 +51,7 @@ def test_operator_cli_sets_shows_promotes_and_audits(live_server: str, home: Pat
     shown = operator(live_server, "traffic", "show", "affine", "--json", token=READ_TOKEN)
     assert json.loads(shown.stdout)["canary"] == {"version": 1, "weight": 20.0}
     refused = operator(live_server, "traffic", "rollback", "affine", token=READ_TOKEN)
-    assert refused.returncode == 2
+    assert refused.returncode == 1
     assert "403" in refused.stderr
     assert operator(live_server, "traffic", "promote", "affine").returncode == 0
 
@@ -68,7 +68,20 @@ def test_operator_cli_sets_shows_promotes_and_audits(live_server: str, home: Pat
     log.write_bytes(b"\n".join(lines) + b"\n")
     tampered = operator(live_server, "audit", "--verify", token=READ_TOKEN)
     assert tampered.returncode == 1
-    assert f"entry {altered} (0-based) was modified or removed" in tampered.stdout
+    assert f"broken at entry {altered} (0-based): entry {altered} (seq" in tampered.stdout
+    assert "does not match its hash: it was modified" in tampered.stdout
+
+    lines[altered] = b'{"seq": 4, "ti'  # damage that no longer decodes at all
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    damaged = operator(live_server, "audit", "--verify", token=READ_TOKEN)
+    assert damaged.returncode == 1, damaged.stderr
+    assert (
+        f"broken at entry {altered} (0-based): line {altered + 1} of {log} is not a readable "
+        "audit entry"
+    ) in damaged.stdout
+    listed = operator(live_server, "audit", token=READ_TOKEN)
+    assert listed.returncode == 0
+    assert "warning: the audit log is damaged" in listed.stderr
 
 
 def test_two_gateways_on_one_redis_apply_a_change_within_100ms(
@@ -88,7 +101,7 @@ def test_two_gateways_on_one_redis_apply_a_change_within_100ms(
                 break
             assert time.monotonic() - changed < 0.1, "second gateway still on the old policy"
         status = httpx.get(f"{second}/admin/status", headers=ADMIN).json()
-        assert status["state_backend"] == {"kind": "redis", "healthy": True}
+        assert status["state_backend"] == {"kind": "redis", "healthy": True, "error": None}
         assert status["deployments"]["affine"]["revision"] == response.json()["revision"]
 
 

@@ -1,0 +1,58 @@
+"""Scratch directories (admin uploads of training data, merged worker metrics) do not
+outlive their process: removed after use, and after a crash at the next start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from litestar.testing import TestClient
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import ADMIN_TOKEN, TOKENS
+
+CRASH = """
+import os, pathlib, signal, sys
+from gateway import scratch
+path = scratch.make("driftgate-upload-", pathlib.Path(sys.argv[1]))
+(path / "ref.parquet").write_bytes(b"training data")
+print(path, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_uploads_leave_nothing_and_a_crash_is_swept_at_start(
+    tmp_path: Path, artifacts: Path
+) -> None:
+    uploads = Settings(home=tmp_path).upload_path
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH, str(uploads)], capture_output=True, text=True, check=False
+    )
+    assert crashed.returncode < 0  # killed, as a crash would
+    leftover = Path(crashed.stdout.strip())
+    assert (leftover / "ref.parquet").is_file()
+    live = uploads / f"driftgate-upload-{os.getpid()}-running"  # a live process's upload
+    live.mkdir()
+
+    with TestClient(app=create_app(Settings(home=tmp_path, tokens=TOKENS))) as client:
+        assert not leftover.exists()
+        assert live.is_dir()
+        live.rmdir()
+        files = {
+            "model": ("m.onnx", (artifacts / "affine.onnx").read_bytes()),
+            "reference": ("r.parquet", (artifacts / "affine.parquet").read_bytes()),
+            "target": (None, "label"),
+        }
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ok = client.post("/admin/models/affine/versions", headers=admin, files=files)
+        assert ok.status_code == 201, ok.text
+        bad = client.post(
+            "/admin/models/affine/versions",
+            headers=admin,
+            files={**files, "reference": ("r.parquet", b"not parquet")},
+        )
+        assert bad.status_code == 400
+    assert list(uploads.iterdir()) == []
