@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import socket
 import time
 from pathlib import Path
 from typing import IO, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from registry.state_redis import process_identity
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -76,7 +76,7 @@ class RedisLeadership:
             url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._key = f"{prefix}controller"
-        self._id = f"{socket.gethostname()}-{os.getpid()}"
+        self._id = process_identity()
         self._ttl_ms = int(ttl_seconds * 1000)
         self._renew = self._redis.register_script(_RENEW)
         self._valid_until = 0.0

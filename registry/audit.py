@@ -9,6 +9,10 @@ the last entry it can read and numbers it past both that entry and the recorded 
 (`chain_head`), so a crash between appending an entry and recording the head costs nothing,
 and no sequence number is ever given twice. Both backends read back through `read_log`, so
 an unreadable entry or head is reported by `verify_log`, never raised.
+
+A store that lost its log (a Redis restarted without persistence) is given it back by a
+gateway that knew its head (`registry.restoration`): the log then begins with a `RESTORED`
+entry chained onto that head, and is checked from there, its earlier entries being gone.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import msgspec
 
 GENESIS = "0" * 64
+RESTORED = "state.restored"  # the action of an entry restoring a store that lost its state
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +64,7 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
 
     first_invalid: int | None = None  # position of the first modified, removed or unreadable
     problem: str | None = None  # what is wrong, in words; None when the log is intact
+    restored_after: int = 0  # seq of the last entry lost before a restoration the log begins with
 
 
 _ENTRY = msgspec.json.Decoder(AuditEntry)
@@ -158,7 +164,7 @@ def verify_log(log: AuditLog) -> Verdict:
         return broken
     if log.head_problem is not None:
         return Verdict(problem=log.head_problem)
-    return Verdict()
+    return Verdict(restored_after=_start(log.entries).seq)
 
 
 def verify_chain(entries: Sequence[AuditEntry], head: AuditHead | None = None) -> int | None:
@@ -168,8 +174,17 @@ def verify_chain(entries: Sequence[AuditEntry], head: AuditHead | None = None) -
     return None if broken is None else broken.first_invalid
 
 
+def _start(entries: Sequence[AuditEntry]) -> AuditHead:
+    """What the first entry must follow: the genesis, or, for a log that begins with a
+    restoration, the head of the lost log it continues. Only the first entry may do so: a
+    restoration later in a log is chained like any other entry."""
+    if entries and entries[0].action == RESTORED:
+        return AuditHead(seq=entries[0].seq - 1, hash=entries[0].prev_hash)
+    return AuditHead()
+
+
 def _first_break(entries: Sequence[AuditEntry], head: AuditHead | None) -> Verdict | None:
-    previous = AuditHead()
+    previous = _start(entries)
     for index, entry in enumerate(entries):
         fields = msgspec.structs.asdict(entry)
         claimed = fields.pop("hash")

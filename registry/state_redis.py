@@ -3,15 +3,26 @@
     {prefix}deployments    hash: model -> Deployment JSON
     {prefix}audit          stream of AuditEntry JSON
     {prefix}audit:head     AuditHead JSON of the last entry
+    {prefix}epoch          random id of the state's lineage, written with the state
     {prefix}changes        pub/sub channel: the name of each changed model
 
-A commit reads the head and the stream's last entry together, chains its audit entry onto
-them (`registry.audit.chain_head`, so a damaged head or entry is survived and no sequence
-number is reused), then a Lua script applies it only if neither the head nor the
-deployment's revision moved (else the commit is retried or refused), so the deployment, the
-entry and the notification land together or not at all.
+A commit reads the epoch, the head and the stream's last entries together, chains its audit
+entry onto them (`registry.audit.chain_head`, so a damaged head or entry is survived and no
+sequence number is reused), then a Lua script applies it only if neither the epoch, the head
+nor the deployment's revision moved (else the commit is retried or refused), so the
+deployment, the entry and the notification land together or not at all.
 When Redis is unreachable the backend reports itself unhealthy, refuses commits, and keeps
 retrying; on reconnection it reads every deployment again, so missed changes are applied.
+
+A Redis restarted without persistence (or flushed) comes back empty, while gateways still
+serve what it held. Each backend remembers the epoch, deployments and audit head it last
+read. Every read (on resubscribing, on each change, before each commit) checks the epoch;
+finding the one it knew gone or replaced, the backend writes back what the store lacks
+(`registry.restoration`) with one audited script guarded by the epoch it read: set only if
+still absent (or unchanged), so exactly one gateway restores and the others follow it. A
+commit also needs the epoch it read, so nobody writes over a store they have not checked:
+a gateway that never knew the state (just started) writes into an empty store as into a new
+one, and revisions then decide between its defaults and a restoration.
 """
 
 from __future__ import annotations
@@ -19,6 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
 import msgspec
@@ -27,6 +41,7 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from registry.audit import AuditEntry, AuditHead, AuditLog, chain_head, decode_head, read_log
 from registry.deployment import Deployment
+from registry.restoration import plan_restoration
 from registry.state import (
     Change,
     ChangeListener,
@@ -42,28 +57,50 @@ _TAIL = 8  # last stream entries read to find a readable one to chain onto
 RETRY_INTERVAL = 0.25  # seconds between reconnection attempts while Redis is down
 PING_INTERVAL = 0.5  # seconds: a dead connection is noticed within about this long
 
-# KEYS: head, deployments, audit stream, changes channel
-# ARGV: expected head, model, expected revision ("" = no check), deployment ("" = none),
-#       entry, new head
+# A commit, or a restoration (several deployments, a new epoch); "" stands for absent.
+# KEYS: epoch, head, deployments, audit stream, changes channel
+# ARGV: expected epoch, epoch to store, expected head, entry, new head, then for each
+#       model changed: model, expected revision ("" = no check), deployment ("" = none)
 _COMMIT_SCRIPT = """
-local head = redis.call('GET', KEYS[1]) or ''
-if head ~= ARGV[1] then return 'head' end
-if ARGV[3] ~= '' then
-  local current = redis.call('HGET', KEYS[2], ARGV[2])
-  local revision = 0
-  if current then
-    -- a damaged value counts as absent (as readers treat it), so a write repairs it
-    local ok, decoded = pcall(cjson.decode, current)
-    if ok and type(decoded) == 'table' then revision = decoded['revision'] or 0 end
+local epoch = redis.call('GET', KEYS[1]) or ''
+if epoch ~= ARGV[1] then return 'epoch' end
+local head = redis.call('GET', KEYS[2]) or ''
+if head ~= ARGV[3] then return 'head' end
+for i = 6, #ARGV, 3 do
+  if ARGV[i + 1] ~= '' then
+    local current = redis.call('HGET', KEYS[3], ARGV[i])
+    local revision = 0
+    if current then
+      -- a damaged value counts as absent (as readers treat it), so a write repairs it
+      local ok, decoded = pcall(cjson.decode, current)
+      if ok and type(decoded) == 'table' then revision = decoded['revision'] or 0 end
+    end
+    if tostring(revision) ~= ARGV[i + 1] then return 'revision:' .. tostring(revision) end
   end
-  if tostring(revision) ~= ARGV[3] then return 'revision:' .. tostring(revision) end
 end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[4]) end
-redis.call('XADD', KEYS[3], '*', 'entry', ARGV[5])
-redis.call('SET', KEYS[1], ARGV[6])
-redis.call('PUBLISH', KEYS[4], ARGV[2])
+for i = 6, #ARGV, 3 do
+  if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
+end
+redis.call('XADD', KEYS[4], '*', 'entry', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 6, #ARGV, 3 do redis.call('PUBLISH', KEYS[5], ARGV[i]) end
 return 'ok'
 """
+
+
+def process_identity() -> str:
+    """Host and process id: names this process in the audit log and the controller lease."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The control state as read from Redis in one transaction."""
+
+    epoch: str | None  # None: the store has no lineage (empty, or written before epochs)
+    raw_head: bytes | None  # the recorded head as stored: a commit's compare-and-set guard
+    head: AuditHead  # where the next entry chains on (seq 0: the log is empty)
+    deployments: dict[str, Deployment]
 
 
 class RedisState:
@@ -71,17 +108,29 @@ class RedisState:
 
     kind = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "driftgate:") -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "driftgate:", identity: str | None = None
+    ) -> None:
+        """`identity` names this gateway in the audit entry of a restoration it makes."""
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._keys = [
+            f"{prefix}epoch",
             f"{prefix}audit:head",
             f"{prefix}deployments",
             f"{prefix}audit",
             f"{prefix}changes",
         ]
+        self._epoch_key, self._head_key, self._deployments_key, self._stream, self._channel = (
+            self._keys
+        )
+        self._identity = identity or process_identity()
         self._script = self._redis.register_script(_COMMIT_SCRIPT)
+        # What this gateway last read of the state, to give back to a store that lost it.
+        self._epoch: str | None = None
+        self._known: dict[str, Deployment] = {}
+        self._known_head = AuditHead()
         self._healthy = False
         self._error: StateUnavailableError | None = None
         self._listener: ChangeListener | None = None
@@ -122,30 +171,27 @@ class RedisState:
         await self._redis.aclose()
 
     async def deployments(self) -> dict[str, Deployment]:
-        """Every deployment stored in Redis."""
-        deployments: dict[str, Deployment] = await self._call(self._raw_deployments())
-        return deployments
+        """Every deployment stored in Redis (restored first if Redis lost them)."""
+        store: _Snapshot = await self._call(self._sync())
+        return store.deployments
 
     async def commit(self, change: Change) -> AuditEntry:
         """Apply `change` and append its audit entry atomically (see the module docstring)."""
         for _ in range(_COMMIT_ATTEMPTS):
-            raw_head, head = await self._head()
-            entry = change.entry_after(head)
+            store: _Snapshot = await self._call(self._sync())
+            entry = change.entry_after(store.head)
+            changed = [
+                change.model,
+                "" if change.expected_revision is None else str(change.expected_revision),
+                msgspec.json.encode(change.deployment) if change.deployment else b"",
+            ]
+            # The first write into a store without a lineage starts one.
             outcome = await self._call(
-                self._script(
-                    keys=self._keys,
-                    args=[
-                        raw_head or b"",
-                        change.model,
-                        "" if change.expected_revision is None else str(change.expected_revision),
-                        msgspec.json.encode(change.deployment) if change.deployment else b"",
-                        msgspec.json.encode(entry),
-                        msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash)),
-                    ],
-                )
+                self._write(store, store.epoch or _new_epoch(), entry, changed)
             )
-            outcome = _text(outcome)
             if outcome == "ok":
+                if change.deployment is not None:
+                    self._known[change.model] = change.deployment
                 return entry
             if outcome.startswith("revision:"):
                 raise RevisionConflictError(
@@ -153,35 +199,127 @@ class RedisState:
                     f"{outcome.partition(':')[2]}, expected {change.expected_revision}); "
                     "read it again"
                 )
-            # another writer appended to the audit log first: chain onto its entry
+            # another writer appended to the audit log (or restored the store) first: read
+            # it again and chain onto its entry
         raise StateUnavailableError("the audit log is too contended; try again")
 
     async def audit(self) -> AuditLog:
         """Every audit entry in the stream, and the recorded head, damage included."""
-        raw_head = await self._call(self._redis.get(self._keys[0]))  # first: see AuditFile.read
-        records = await self._call(self._redis.xrange(self._keys[2]))
+        await self._call(self._sync())  # a store that lost the log is given its head back
+        raw_head = await self._call(self._redis.get(self._head_key))  # first: see AuditFile.read
+        records = await self._call(self._redis.xrange(self._stream))
         return read_log(
             (
-                (f"entry {_text(record_id)} of stream {self._keys[2]}", fields.get(b"entry", b""))
+                (f"entry {_text(record_id)} of stream {self._stream}", fields.get(b"entry", b""))
                 for record_id, fields in records
             ),
             raw_head,
-            f"key {self._keys[0]}",
+            f"key {self._head_key}",
         )
 
-    async def _head(self) -> tuple[bytes | None, AuditHead]:
-        """The recorded head as stored (the script's compare-and-set guard) and the head the
-        next entry chains onto, read in one transaction."""
+    async def _sync(self) -> _Snapshot:
+        """The state in Redis, first given back what this gateway knew if Redis lost it;
+        remembers what it read. Raises what Redis raises (callers outside the listening
+        loop wrap it in `_call`)."""
+        for _ in range(_COMMIT_ATTEMPTS):
+            store = await self._snapshot()
+            if store.epoch is None and (store.deployments or store.head.seq):
+                # Written before epochs existed: give it one, so that its loss can be seen.
+                await self._redis.set(self._epoch_key, _new_epoch(), nx=True)
+                continue
+            if self._epoch is not None and store.epoch != self._epoch:
+                await self._restore(store)
+                continue  # restored, or another gateway moved first: read again
+            self._epoch = store.epoch
+            self._learn(store)
+            return store
+        raise StateUnavailableError("the control state is too contended; try again")
+
+    def _learn(self, store: _Snapshot) -> None:
+        """Remember what `store` holds. Only newer than what is known: a read that crossed
+        this gateway's own write (from another task) must not make it forget that write."""
+        for model, deployment in store.deployments.items():
+            known = self._known.get(model)
+            if known is None or deployment.revision >= known.revision:
+                self._known[model] = deployment
+        if store.head.seq >= self._known_head.seq:
+            self._known_head = store.head
+
+    async def _restore(self, store: _Snapshot) -> None:
+        """Write back what `store` lacks of the state this gateway knew (epoch
+        `self._epoch`), or, when it lacks nothing, follow the store's lineage."""
+        known_epoch, epoch = self._epoch, store.epoch or _new_epoch()
+        plan = plan_restoration(
+            self._known,
+            self._known_head,
+            store.deployments,
+            store.head,
+            epochs=(known_epoch, epoch),
+            gateway=self._identity,
+        )
+        if plan is None:  # another gateway restored it, or holds newer state than ours
+            logger.warning(
+                "the control state in Redis is no longer the one this gateway read (epoch %s, "
+                "now %s); it holds all this gateway knew, so the gateway follows it",
+                known_epoch,
+                store.epoch,
+            )
+            self._epoch = store.epoch
+            return
+        changed: list[str | bytes] = []
+        for model, deployment in plan.deployments.items():
+            changed += [model, str(plan.replaces[model]), msgspec.json.encode(deployment)]
+        if await self._write(store, epoch, plan.entry, changed) == "ok":
+            logger.warning(
+                "Redis lost its state (epoch %s, now %s): restored the deployments of %s and "
+                "the audit chain at seq %d; the audit entries before it are not in Redis",
+                known_epoch,
+                store.epoch or "none",
+                ", ".join(sorted(plan.deployments)) or "no model",
+                plan.entry.seq,
+            )
+
+    async def _write(
+        self, store: _Snapshot, epoch: str, entry: AuditEntry, changed: list[Any]
+    ) -> str:
+        """Run the commit script on the state read as `store`: "ok", or why not."""
+        outcome = await self._script(
+            keys=self._keys,
+            args=[
+                store.epoch or "",
+                epoch,
+                store.raw_head or b"",
+                msgspec.json.encode(entry),
+                msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash)),
+                *changed,
+            ],
+        )
+        if _text(outcome) == "ok":
+            self._epoch = epoch
+            self._known_head = AuditHead(seq=entry.seq, hash=entry.hash)
+        return _text(outcome)
+
+    async def _snapshot(self) -> _Snapshot:
+        """The epoch, the head (as recorded and where the next entry chains on) and every
+        deployment, read in one transaction."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._keys[0])
-            pipe.xrevrange(self._keys[2], count=_TAIL)
-            raw_head, tail = await self._call(pipe.execute())
+            pipe.get(self._epoch_key)
+            pipe.get(self._head_key)
+            pipe.xrevrange(self._stream, count=_TAIL)
+            pipe.hgetall(self._deployments_key)
+            epoch, raw_head, tail, raw = await pipe.execute()
         try:
             recorded = decode_head(raw_head) if raw_head else None
         except ValueError as exc:
-            logger.warning("%s is %s; the next entry rewrites it", self._keys[0], exc)
+            logger.warning("%s is %s; the next entry rewrites it", self._head_key, exc)
             recorded = None
-        return raw_head, chain_head((fields.get(b"entry", b"") for _, fields in tail), recorded)
+        decoded = {_text(key): self._decode(_text(key), value) for key, value in raw.items()}
+        return _Snapshot(
+            epoch=_text(epoch) if epoch else None,
+            raw_head=raw_head,
+            head=chain_head((fields.get(b"entry", b"") for _, fields in tail), recorded),
+            deployments={model: deployment for model, deployment in decoded.items() if deployment},
+        )
 
     async def _call(self, awaitable: Any) -> Any:
         try:
@@ -192,7 +330,9 @@ class RedisState:
     def _failed(self, exc: Exception) -> StateUnavailableError:
         """Record why Redis failed, as the error writes are refused with."""
         self._healthy = False
-        if isinstance(exc, AuthenticationError):  # not an outage: waiting will not fix it
+        if isinstance(exc, StateUnavailableError):
+            self._error = exc
+        elif isinstance(exc, AuthenticationError):  # not an outage: waiting will not fix it
             self._error = StateAuthenticationError(
                 f"Redis refused the gateway's credentials (authentication failed: {exc}); "
                 "correct the password or user in redis_url"
@@ -205,7 +345,7 @@ class RedisState:
         while not self._closing.is_set():
             try:
                 await self._listen()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, StateUnavailableError) as exc:
                 if self._closing.is_set():
                     return
                 was_healthy, before = self._healthy, self._error
@@ -219,9 +359,9 @@ class RedisState:
 
     async def _listen(self) -> None:
         async with self._redis.pubsub() as pubsub:
-            await pubsub.subscribe(self._keys[3])
+            await pubsub.subscribe(self._channel)
             # Read everything after subscribing, so no change falls between the two.
-            for model, deployment in (await self._raw_deployments()).items():
+            for model, deployment in (await self._sync()).deployments.items():
                 await self._notify(model, deployment)
             if not self._healthy:
                 logger.info("connected to Redis")
@@ -234,16 +374,11 @@ class RedisState:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
                 if message is not None and message["type"] == "message":
                     model = _text(message["data"])
-                    raw = await self._redis.hget(self._keys[1], model)
-                    await self._notify(model, self._decode(model, raw) if raw else None)
+                    store = await self._sync()  # the epoch too: a write after a loss is seen
+                    await self._notify(model, store.deployments.get(model))
                 if loop.time() - last_ping > PING_INTERVAL:
                     await pubsub.ping()
                     last_ping = loop.time()
-
-    async def _raw_deployments(self) -> dict[str, Deployment]:
-        raw = await self._redis.hgetall(self._keys[1])
-        decoded = {_text(key): self._decode(_text(key), value) for key, value in raw.items()}
-        return {model: deployment for model, deployment in decoded.items() if deployment}
 
     def _decode(self, model: str, raw: bytes | str) -> Deployment | None:
         """A stored deployment; a damaged one is logged and treated as absent, so the
@@ -255,7 +390,7 @@ class RedisState:
                 "the deployment of %r in Redis hash %s is damaged (%s); keeping the one in "
                 "force; set it again (driftgate traffic set) to repair it",
                 model,
-                self._keys[1],
+                self._deployments_key,
                 exc,
             )
             return None
@@ -267,3 +402,7 @@ class RedisState:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _new_epoch() -> str:
+    return uuid.uuid4().hex
