@@ -1,4 +1,5 @@
 # Same server and settings as `make serve`, as a non-root user, data directory as a volume.
+# numba caches compiled kernels under /tmp, so `docker run --read-only --tmpfs /tmp` works.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,6 +16,7 @@ ENV PATH=/opt/driftgate/bin:$PATH \
     DRIFTGATE_HOME=/data \
     DRIFTGATE_HOST=0.0.0.0 \
     DRIFTGATE_PORT=8000 \
+    NUMBA_CACHE_DIR=/tmp/numba \
     PYTHONUNBUFFERED=1
 USER driftgate
 VOLUME /data

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help serve test lint typecheck unit tools bench clean
+.PHONY: help serve test lint typecheck unit tools manifests bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ tools: ## Install the Debian tools the tests run (prometheus, redis) when missin
 		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 			--no-install-recommends prometheus redis-server \
 		&& { $(SUDO) systemctl disable --now prometheus 2>/dev/null || true; }; }
+
+manifests: $(VENV)/.dev-installed ## Write deploy/'s PrometheusRule and dashboard from monitor/
+	$(BIN)/python -m deploy
 
 bench: $(VENV)/.dev-installed ## Benchmarks against the limit and a peer (installs wrk if missing)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env \
