@@ -1,17 +1,23 @@
 """Label feedback: ground truth that arrives after the prediction, joined by request id.
 
-Sampled predictions are remembered per request id (bounded, with an age limit). A label
-for a remembered id scores that version's prediction (accuracy for classifiers, absolute
-error for regressors) into its outcome panes; an id never sampled, or one too old, is
-reported back to the caller, never silently dropped.
+Sampled predictions are remembered per request id (bounded, with an age limit) in a
+`PredictionLog`. A label for a remembered id scores that version's prediction (accuracy for
+classifiers, absolute error for regressors) into the outcome panes of the process that
+received the label; panes merge exactly across processes, so where a label is scored does
+not matter. An id never sampled, or one too old, is reported back to the caller, never
+silently dropped.
+
+Two logs: `LocalPredictionLog` keeps this process's predictions (the embedded default);
+`monitor.feedback_redis.RedisPredictionLog` shares every replica's through Redis, so a label
+joins wherever it arrives.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -34,11 +40,11 @@ def prediction_output(manifest: Manifest) -> str:
 
 
 class Remembered(msgspec.Struct, frozen=True):
-    """A sampled prediction waiting for its label."""
+    """A sampled prediction waiting for its label (stored as JSON by the Redis log)."""
 
     model: str
     version: int
-    predictions: tuple[Any, ...]  # one per row of the request
+    predictions: tuple[Any, ...]  # one per row of the request, as JSON-safe values
     regression: bool
     at: float
 
@@ -65,8 +71,105 @@ class FeedbackResult(msgspec.Struct, frozen=True):
     invalid: list[str]  # a label that does not fit the prediction (row count, type)
 
 
-class PredictionLog:
-    """Sampled predictions by request id, oldest evicted first."""
+class PredictionLogUnavailableError(Exception):
+    """The shared log cannot be read now; nothing was joined, the labels may be sent again."""
+
+
+# What a log found for a request id: its prediction (now taken: it joins once), or the
+# news that it was forgotten (too old, or pushed out by newer ones).
+Found = Remembered | Literal["expired"]
+
+
+class PredictionLog(Protocol):
+    """Sampled predictions waiting for their labels, by request id."""
+
+    def remember(
+        self, request_id: str, manifest: Manifest, outputs: Mapping[str, np.ndarray]
+    ) -> None:
+        """Keep a sampled request's prediction until its label arrives; never blocks."""
+        ...
+
+    async def join(self, items: list[FeedbackItem]) -> FeedbackResult:
+        """Score every item whose prediction is remembered; report the others.
+
+        Raises:
+            PredictionLogUnavailableError: the shared log is unreachable (nothing joined).
+        """
+        ...
+
+    async def labels(self, request_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """The joined labels of those requests that have one (for retraining exports)."""
+        ...
+
+    async def start(self) -> None:
+        """Start background work (inside the running loop)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and release connections."""
+        ...
+
+
+def remembered(manifest: Manifest, outputs: Mapping[str, np.ndarray]) -> Remembered | None:
+    """What is kept of a sampled prediction: the compared output's first column per row."""
+    values = outputs.get(prediction_output(manifest))
+    if values is None:
+        return None
+    return Remembered(
+        model=manifest.name,
+        version=manifest.version,
+        at=time.time(),
+        predictions=tuple(values.reshape(values.shape[0], -1)[:, 0].tolist()),
+        regression=is_regression(manifest),
+    )
+
+
+def settle(
+    traffic: TrafficPanes, items: Sequence[FeedbackItem], found: dict[str, Found]
+) -> tuple[FeedbackResult, dict[str, list[Any]]]:
+    """Score each item against what was found for its id (taken from `found`: a second label
+    for one id in the same request is unknown, as one in a later request is); returns the
+    result and the labels that joined."""
+    joined: dict[str, list[Any]] = {}
+    unknown: list[str] = []
+    expired: list[str] = []
+    invalid: list[str] = []
+    for item in items:
+        entry = found.pop(item.id, None)
+        if entry is None:
+            unknown.append(item.id)
+        elif isinstance(entry, str):  # "expired"
+            expired.append(item.id)
+        elif (labels := _score(traffic, entry, item.label)) is None:
+            invalid.append(item.id)
+        else:
+            joined[item.id] = labels
+    result = FeedbackResult(accepted=len(joined), unknown=unknown, expired=expired, invalid=invalid)
+    return result, joined
+
+
+def _score(traffic: TrafficPanes, entry: Remembered, label: Any) -> list[Any] | None:
+    """Count a label against its prediction; None (nothing counted) if it does not fit."""
+    labels = label if isinstance(label, list) else [label]
+    if len(labels) != len(entry.predictions):
+        return None
+    try:
+        # Every row is scored before any is counted: a bad row leaves no partial count.
+        outcomes = [
+            (False, abs(float(truth) - float(predicted)))
+            if entry.regression
+            else (str(truth) == str(predicted), 0.0)
+            for truth, predicted in zip(labels, entry.predictions, strict=True)
+        ]
+    except (TypeError, ValueError):
+        return None
+    for correct, error in outcomes:
+        traffic.record_label(entry.model, entry.version, correct, error)
+    return labels
+
+
+class LocalPredictionLog:
+    """This process's sampled predictions by request id, oldest evicted first."""
 
     def __init__(
         self, traffic: TrafficPanes, *, capacity: int = 100_000, max_age_seconds: float = 3600.0
@@ -76,58 +179,61 @@ class PredictionLog:
         self._max_age = max_age_seconds
         self._entries: OrderedDict[str, Remembered] = OrderedDict()
         self._expired: OrderedDict[str, None] = OrderedDict()  # recently forgotten ids
-        self.labels: OrderedDict[str, list[Any]] = OrderedDict()  # joined ground truth
+        self._labels: OrderedDict[str, list[Any]] = OrderedDict()  # joined ground truth
 
     def remember(
         self, request_id: str, manifest: Manifest, outputs: Mapping[str, np.ndarray]
     ) -> None:
         """Keep a sampled request's prediction until its label arrives."""
-        values = outputs.get(prediction_output(manifest))
-        if values is None:
-            return
-        self._entries[request_id] = Remembered(
-            model=manifest.name,
-            version=manifest.version,
-            at=time.time(),
-            predictions=tuple(values.reshape(values.shape[0], -1)[:, 0].tolist()),
-            regression=is_regression(manifest),
-        )
+        entry = remembered(manifest, outputs)
+        if entry is not None:
+            self.keep(request_id, entry)
+
+    def keep(self, request_id: str, entry: Remembered) -> None:
+        """Keep an entry made by `remembered`."""
+        self._entries[request_id] = entry
         self._entries.move_to_end(request_id)
         while len(self._entries) > self._capacity:
             self._forget(next(iter(self._entries)))
 
-    def join(self, items: list[FeedbackItem]) -> FeedbackResult:
+    async def join(self, items: list[FeedbackItem]) -> FeedbackResult:
         """Score every item whose prediction is remembered; report the others."""
+        result, joined = settle(self._traffic, items, self.take(item.id for item in items))
+        self.keep_labels(joined)
+        return result
+
+    def take(self, request_ids: Iterable[str]) -> dict[str, Found]:
+        """Remove and return the entries of those ids; "expired" for recently forgotten ids."""
         self._expire(time.time())
-        accepted = 0
-        unknown: list[str] = []
-        expired: list[str] = []
-        invalid: list[str] = []
-        for item in items:
-            entry = self._entries.pop(item.id, None)
-            if entry is None:
-                (expired if item.id in self._expired else unknown).append(item.id)
-                continue
-            labels = item.label if isinstance(item.label, list) else [item.label]
-            if len(labels) != len(entry.predictions):
-                invalid.append(item.id)
-                continue
-            try:
-                for label, predicted in zip(labels, entry.predictions, strict=True):
-                    if entry.regression:
-                        error = abs(float(label) - float(predicted))
-                        self._traffic.record_label(entry.model, entry.version, False, error)
-                    else:
-                        correct = str(label) == str(predicted)
-                        self._traffic.record_label(entry.model, entry.version, correct, 0.0)
-            except (TypeError, ValueError):
-                invalid.append(item.id)
-                continue
-            accepted += 1
-            self.labels[item.id] = labels
-            while len(self.labels) > self._capacity:
-                self.labels.popitem(last=False)
-        return FeedbackResult(accepted=accepted, unknown=unknown, expired=expired, invalid=invalid)
+        found: dict[str, Found] = {}
+        for request_id in request_ids:
+            entry = self._entries.pop(request_id, None)
+            if entry is not None:
+                found[request_id] = entry
+            elif request_id in self._expired:
+                found[request_id] = "expired"
+        return found
+
+    def discard(self, request_ids: Iterable[str]) -> None:
+        """Drop entries joined elsewhere, quietly: a later label for them is unknown."""
+        for request_id in request_ids:
+            self._entries.pop(request_id, None)
+
+    def keep_labels(self, labels: Mapping[str, list[Any]]) -> None:
+        """Keep joined labels for exports, the oldest dropped past the capacity."""
+        self._labels.update(labels)
+        while len(self._labels) > self._capacity:
+            self._labels.popitem(last=False)
+
+    async def labels(self, request_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """The labels joined in this process for those requests."""
+        return {key: self._labels[key] for key in request_ids if key in self._labels}
+
+    async def start(self) -> None:
+        """Nothing runs in the background."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def _expire(self, now: float) -> None:
         while self._entries:

@@ -103,6 +103,15 @@ class GatewayMetrics:
             ["model"],
             registry=registry,
         )
+        self.prediction_log_fallbacks = Counter(
+            "driftgate_prediction_log_fallbacks",
+            "Times the shared prediction log (Redis) could not be used, by reason: "
+            "write_failed (retried), dropped (never shared: joins only on its replica), "
+            "join_unavailable (labels answered 503), labels_local (an export saw this "
+            "replica's labels only).",
+            ["reason"],
+            registry=registry,
+        )
         self.decisions = Counter(
             "driftgate_deployment_changes",
             "Deployment changes by action (set, promote, rollback).",
