@@ -20,6 +20,7 @@ from gateway import scratch
 from gateway.auth import TokenGuard, actor_of
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager, DeploymentSpec
+from gateway.error_docs import errors
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.rollouts import RolloutController
 from gateway.settings import Settings
@@ -42,10 +43,11 @@ class Reason(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     """`GET /admin/audit`: entries, and whether the chain is intact."""
 
-    entries: list[AuditEntry]  # every readable entry (of the model asked for)
+    entries: list[AuditEntry]  # every readable entry (of the model asked for, and of all)
     intact: bool
     first_invalid: int | None  # position of the first modified, removed or unreadable entry
     problem: str | None = None  # what is wrong with the log, naming the file or key
+    restored_after: int = 0  # the log begins with a restoration: entries up to this seq are lost
 
 
 @dataclass
@@ -61,13 +63,21 @@ class VersionUpload:
     metrics: str = ""  # K=V,K=V with numeric V
 
 
-@get("/models/{name:str}/deployment", summary="Read a model's deployment")
+@get(
+    "/models/{name:str}/deployment",
+    summary="Read a model's deployment",
+    responses=errors(404, 503),
+)
 async def read_deployment(manager: Manager, name: FromPath[str]) -> Deployment:
     """The traffic policy in force: stable, canary and weight, shadows."""
     return await manager.get(name)
 
 
-@put("/models/{name:str}/deployment", summary="Replace a model's deployment")
+@put(
+    "/models/{name:str}/deployment",
+    summary="Replace a model's deployment",
+    responses=errors(404, 409, 413, 503, 507),
+)
 async def write_deployment(
     request: Request[Any, Any, Any],
     manager: Manager,
@@ -79,7 +89,12 @@ async def write_deployment(
     return await manager.set(name, data, actor_of(request))
 
 
-@post("/models/{name:str}/promote", summary="Promote the canary", status_code=HTTP_200_OK)
+@post(
+    "/models/{name:str}/promote",
+    summary="Promote the canary",
+    status_code=HTTP_200_OK,
+    responses=errors(404, 409, 413, 503, 507),
+)
 async def promote(
     request: Request[Any, Any, Any],
     manager: Manager,
@@ -90,7 +105,12 @@ async def promote(
     return await manager.promote(name, actor_of(request), data.reason if data else "")
 
 
-@post("/models/{name:str}/rollback", summary="Roll the canary back", status_code=HTTP_200_OK)
+@post(
+    "/models/{name:str}/rollback",
+    summary="Roll the canary back",
+    status_code=HTTP_200_OK,
+    responses=errors(404, 409, 413, 503, 507),
+)
 async def rollback(
     request: Request[Any, Any, Any],
     manager: Manager,
@@ -105,6 +125,7 @@ async def rollback(
     "/models/{name:str}/versions",
     summary="Register a version by upload",
     status_code=HTTP_201_CREATED,
+    responses=errors(413, 503, 507),
 )
 async def upload_version(
     request: Request[Any, Any, Any],
@@ -150,7 +171,12 @@ class RolloutStart(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reason: str = ""
 
 
-@post("/models/{name:str}/rollout", summary="Start a rollout", status_code=HTTP_201_CREATED)
+@post(
+    "/models/{name:str}/rollout",
+    summary="Start a rollout",
+    status_code=HTTP_201_CREATED,
+    responses=errors(404, 409, 413, 503, 507),
+)
 async def start_rollout(
     request: Request[Any, Any, Any],
     controller: NamedDependency[RolloutController],
@@ -162,7 +188,7 @@ async def start_rollout(
     return await controller.begin(name, data.version, data.config, actor_of(request), data.reason)
 
 
-@get("/models/{name:str}/rollout", summary="A rollout's state")
+@get("/models/{name:str}/rollout", summary="A rollout's state", responses=errors(404, 503))
 async def rollout_status(manager: Manager, name: FromPath[str]) -> RolloutState:
     """Status, step, failures, and the last evaluation with every gate's evidence."""
     deployment = await manager.get(name)
@@ -175,6 +201,7 @@ async def rollout_status(manager: Manager, name: FromPath[str]) -> RolloutState:
     "/models/{name:str}/rollout/{action:str}",
     summary="Pause, resume or abort a rollout",
     status_code=HTTP_200_OK,
+    responses=errors(404, 409, 413, 503, 507),
 )
 async def steer_rollout(
     request: Request[Any, Any, Any],
@@ -189,18 +216,20 @@ async def steer_rollout(
     return await controller.steer(name, action, actor_of(request), data.reason if data else "")
 
 
-@get("/audit", summary="The audit log")
+@get("/audit", summary="The audit log", responses=errors(503))
 async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditReport:
     """Every change, oldest first, with the result of verifying the hash chain. A damaged
     log is reported (`intact: false`, and the `problem`), never an error of this call."""
     log = await manager.audit()
     verdict = verify_log(log)
-    shown = [entry for entry in log.entries if model is None or entry.model == model]
+    # Entries of no one model (a restoration of the whole state) concern every model.
+    shown = [entry for entry in log.entries if model is None or entry.model in (model, "")]
     return AuditReport(
         entries=shown,
         intact=verdict.problem is None,
         first_invalid=verdict.first_invalid,
         problem=verdict.problem,
+        restored_after=verdict.restored_after,
     )
 
 

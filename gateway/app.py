@@ -20,7 +20,9 @@ from gateway.components import (
     drift_panes,
     leadership,
     monitor_config,
+    prediction_log,
     retraining_config,
+    retraining_episodes,
     runtime_builder,
     state_backend,
 )
@@ -28,7 +30,7 @@ from gateway.content import JSONRequest
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
 from gateway.error_docs import document_errors
-from gateway.errors import GatewayError, status_of
+from gateway.errors import GatewayError, disk_full, status_of
 from gateway.fast_infer import FastInfer
 from gateway.http import inference_router
 from gateway.infer_docs import document_infer
@@ -37,13 +39,13 @@ from gateway.protocol import ErrorResponse
 from gateway.repository import ModelRepository
 from gateway.rollouts import RolloutController
 from gateway.routing import Router
+from gateway.schema_docs import document_schemas
 from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from monitor.agreement import ShadowAgreement
 from monitor.drift import DriftMonitor
-from monitor.feedback import PredictionLog
 from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
 from monitor.quality import QualityMonitor
@@ -65,9 +67,9 @@ def create_app(settings: Settings) -> FastInfer:
     panes = drift_panes(settings)
     config = monitor_config(settings)
     traffic = TrafficPanes(pane_seconds=config.pane_seconds, max_panes=config.window_panes + 1)
-    predictions = PredictionLog(traffic)
-    monitor = DriftMonitor(config, panes, predictions, QualityMonitor(traffic, panes))
     metrics = GatewayMetrics(CollectorRegistry(auto_describe=True))
+    predictions = prediction_log(settings, traffic, metrics)
+    monitor = DriftMonitor(config, panes, predictions, QualityMonitor(traffic, panes))
     repository = ModelRepository(
         registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
     )
@@ -99,8 +101,9 @@ def create_app(settings: Settings) -> FastInfer:
         traffic=traffic,
         sample_rate=settings.sample_rate_of,
     )
+    episodes = retraining_episodes(settings)
     retraining = RetrainingTrigger(
-        retraining_config(settings), monitor, deployments.state, predictions
+        retraining_config(settings), monitor, deployments.state, predictions, episodes
     )
     controller = RolloutController(
         manager=deployments,
@@ -115,11 +118,14 @@ def create_app(settings: Settings) -> FastInfer:
 
     async def start_monitor() -> None:
         await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
+        await predictions.start()
         await monitor.start()
 
     async def shutdown() -> None:
         await controller.close()
         await monitor.close()
+        await predictions.close()  # after the monitor: its last samples are written too
+        await episodes.close()
         await panes.close()
         await mirror.close()
         await deployments.state.close()
@@ -141,18 +147,22 @@ def create_app(settings: Settings) -> FastInfer:
         },
         on_startup=[
             lambda: sweep_uploads(settings),
+            registry.sweep,  # what killed registrations and exports left
+            retraining.sweep,
             start_monitor,
             mirror.start,
             deployments.start,
             controller.start,
             document_infer,
             document_errors,
+            document_schemas,
         ],
         on_shutdown=[shutdown],
         exception_handlers={
             GatewayError: _gateway_error,
             RegistryError: _registry_error,
             HTTPException: _http_error,
+            OSError: _os_error,
             Exception: _unexpected_error,
         },
         request_max_body_size=settings.max_request_bytes,
@@ -198,6 +208,14 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ValidationException) and exc.extra:
         message = f"{message}: {exc.extra}"
     return _error(message, exc.status_code, exc.headers)
+
+
+def _os_error(request: Request[Any, Any, Any], exc: OSError) -> Response[Any]:
+    """A full data directory is said as such (507; the write was undone), without paths."""
+    if disk_full(exc):
+        message = f"no space left to store this ({exc.strerror}): free space and try again"
+        return _error(message, status_of(exc))
+    return _unexpected_error(request, exc)
 
 
 def _unexpected_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -10,9 +10,13 @@ from gateway.leadership import FileLeadership, Leadership, RedisLeadership
 from gateway.runtime import OnnxRuntime, Runtime
 from gateway.settings import Settings, child_environ
 from monitor.drift import MonitorConfig
+from monitor.episodes import EpisodeStore, LocalEpisodes, RedisEpisodes
+from monitor.feedback import LocalPredictionLog, PredictionLog
+from monitor.feedback_redis import RedisPredictionLog
 from monitor.metrics import GatewayMetrics
 from monitor.panes import LocalPanes, PaneStore, RedisPanes
 from monitor.retraining import RetrainingConfig
+from monitor.traffic import TrafficPanes
 from registry import Manifest
 from registry.state import StateBackend
 from registry.state_embedded import EmbeddedState
@@ -72,6 +76,30 @@ def monitor_config(settings: Settings) -> MonitorConfig:
 def drift_panes(settings: Settings) -> PaneStore:
     """Panes merged through Redis when it is configured, else this process's own."""
     return RedisPanes(settings.redis_url) if settings.redis_url else LocalPanes()
+
+
+def prediction_log(
+    settings: Settings, traffic: TrafficPanes, metrics: GatewayMetrics
+) -> PredictionLog:
+    """Where sampled predictions wait for labels: Redis when configured (a label joins on
+    any replica), else this process."""
+    capacity, max_age = settings.feedback_capacity, settings.feedback_max_age_seconds
+    if settings.redis_url:
+        fallbacks = metrics.prediction_log_fallbacks
+        return RedisPredictionLog(
+            settings.redis_url,
+            traffic,
+            capacity=capacity,
+            max_age_seconds=max_age,
+            on_fallback=lambda reason: fallbacks.labels(reason).inc(),
+        )
+    return LocalPredictionLog(traffic, capacity=capacity, max_age_seconds=max_age)
+
+
+def retraining_episodes(settings: Settings) -> EpisodeStore:
+    """Which versions fired a retraining: in Redis when configured (a new leader sees what
+    the last one fired), else in this process (one leader by the lock file)."""
+    return RedisEpisodes(settings.redis_url) if settings.redis_url else LocalEpisodes()
 
 
 def state_backend(settings: Settings) -> StateBackend:

@@ -157,6 +157,8 @@ class DeploymentManager:
         self, name: str, model_path: Path, reference_path: Path, *, actor: str, **details: Any
     ) -> Manifest:
         """Register a new version (as the CLI does) and record it in the audit log."""
+        if (error := self.state.error) is not None:
+            raise error  # refused before the version is written: it could not be recorded
         manifest = await asyncio.to_thread(
             self.registry.register, name, model_path, reference_path, actor=actor, **details
         )
@@ -193,7 +195,8 @@ class DeploymentManager:
         async with self._lock(model):
             applied = self._policy(model).deployment
             # The stored deployment is the base (another worker may have changed it); when
-            # the store lost it (a Redis restarted empty), the one in force here is.
+            # the store has none readable (a damaged value), the one in force here is. (A
+            # Redis that lost its state has it written back before it is read.)
             stored = (await self.state.deployments()).get(model)
             stored_revision = stored.revision if stored else 0
             base = stored if stored and stored.revision >= applied.revision else applied

@@ -4,18 +4,40 @@ Litestar documents the errors it raises itself (a 400 for a body or parameter th
 not validate) with its own `{status_code, detail, extra}` shape, but every error of this
 gateway goes through one handler (`gateway.app`) that answers `ErrorResponse`. Routes
 behind a token also answer 401 (no valid token) and 403 (a role that may not do this).
+Handlers name the other errors they answer with `errors(...)`.
 """
 
 from __future__ import annotations
 
 from litestar import Litestar
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, Schema
+
+from gateway.protocol import ErrorResponse
 
 _ERROR = Reference(ref="#/components/schemas/ErrorResponse")
 _GUARDED = {
     "401": "No valid bearer token (`Authorization: Bearer TOKEN`)",
     "403": "The token's role may not do this",
 }
+_MEANINGS = {
+    404: "Unknown model, version, rollout or action",
+    409: "Conflicts with the deployment in force (nothing to promote or roll back, a rollout "
+    "already running, a change made meanwhile)",
+    413: "Body over the size limit",
+    503: "The control state cannot be read or written right now (state backend unreachable "
+    "or damaged), or a version cannot be loaded; the error says why",
+    507: "No space left in the data directory; nothing was written",
+}
+
+
+def errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """The `responses` of a route handler: the error statuses it answers besides 400, each
+    with an `ErrorResponse` body."""
+    return {
+        status: ResponseSpec(data_container=ErrorResponse, description=_MEANINGS[status])
+        for status in statuses
+    }
 
 
 def document_errors(app: Litestar) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from registry.deployment import PolicyConflictError, PolicyError
 from registry.errors import (
     DamagedVersionError,
@@ -60,7 +62,18 @@ def status_of(exc: Exception) -> int:
     """The HTTP status of an error the data or control plane raised (500 if unknown)."""
     if isinstance(exc, GatewayError):
         return exc.status_code
+    if disk_full(exc):
+        return 507  # Insufficient Storage: nothing was written, freeing space fixes it
     return next((code for kind, code in REGISTRY_STATUS if isinstance(exc, kind)), 500)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc` is, or was caused by, a full disk or an exhausted quota."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 # Registry errors as HTTP statuses: the caller's mistakes are 4xx; damaged files and an

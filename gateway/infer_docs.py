@@ -26,6 +26,41 @@ _ERRORS = {
     "500": "The model failed on valid input",
     "503": "The version cannot be served (files damaged or missing, batch queue full)",
 }
+# Plain dicts: to_schema() passes them through, and they read like the document itself.
+_REQUEST_HEADERS = [
+    {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "description": "Length in bytes of the JSON header that binary tensor data follows",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    {
+        "name": "Content-Encoding",
+        "in": "header",
+        "description": "The body's compression",
+        "schema": {"type": "string", "enum": ["gzip", "deflate", "identity"]},
+    },
+    {
+        "name": "x-routing-key",
+        "in": "header",
+        "description": "Calls with the same key go to the same version (sticky routing)",
+        "schema": {"type": "string"},
+    },
+]
+_RESPONSE_HEADERS = {
+    "x-driftgate-version": {
+        "description": "The version that answered",
+        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+    },
+    "x-driftgate-role": {
+        "description": "Its role: the call's route in the deployment, or `explicit`",
+        "schema": {"type": "string", "enum": ["stable", "canary", "shadow", "explicit"]},
+    },
+    "Inference-Header-Content-Length": {
+        "description": "With binary outputs: length in bytes of the JSON header before them",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 def document_infer(app: Litestar) -> None:
@@ -46,12 +81,11 @@ def document_infer(app: Litestar) -> None:
 
 
 def _operation(names: list[str]) -> Operation:
-    # Plain dicts: to_schema() passes them through, and they read like the document itself.
     binary = {"schema": {"type": "string", "format": "binary"}}
     parameters: Any = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in names
-    ]
+    ] + _REQUEST_HEADERS
     body: Any = {
         "required": True,
         "content": {
@@ -62,6 +96,7 @@ def _operation(names: list[str]) -> Operation:
     responses: Any = {
         "200": {
             "description": "The outputs",
+            "headers": _RESPONSE_HEADERS,
             "content": {
                 "application/json": {"schema": _ref("InferenceResponse")},
                 "application/octet-stream": binary,

@@ -8,9 +8,10 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.auth import TokenGuard
-from gateway.errors import NotFoundError
+from gateway.error_docs import errors
+from gateway.errors import NotFoundError, ServiceUnavailableError
 from monitor.drift import DriftMonitor, DriftReport
-from monitor.feedback import FeedbackRequest, FeedbackResult
+from monitor.feedback import FeedbackRequest, FeedbackResult, PredictionLogUnavailableError
 from registry import InvalidNameError, parse_version
 
 
@@ -18,6 +19,7 @@ from registry import InvalidNameError, parse_version
     "/models/{name:str}/versions/{version:str}/drift",
     summary="Drift of a model version",
     tags=["monitor"],
+    responses=errors(404),
 )
 async def version_drift(
     monitor: NamedDependency[DriftMonitor], name: FromPath[str], version: FromPath[str]
@@ -53,16 +55,21 @@ async def model_drift(
     summary="Ground truth of earlier predictions",
     tags=["monitor"],
     status_code=HTTP_200_OK,
+    responses=errors(404, 413, 503),
 )
 async def feedback(
     monitor: NamedDependency[DriftMonitor], data: JSONBody[FeedbackRequest]
 ) -> FeedbackResult:
     """Join labels with the sampled predictions they belong to (by request `id`): accuracy
     or absolute error per version, in metrics and the rollout gates. Ids that were never
-    sampled, or whose prediction is too old, come back as `unknown` or `expired`."""
+    sampled, or whose prediction is too old, come back as `unknown` or `expired`. With Redis
+    configured and unreachable: 503 and nothing joined (send the labels again later)."""
     if monitor.predictions is None:
         raise NotFoundError("label feedback is not enabled")
-    return monitor.predictions.join(data.items)
+    try:
+        return await monitor.predictions.join(data.items)
+    except PredictionLogUnavailableError as exc:
+        raise ServiceUnavailableError(str(exc)) from exc
 
 
 def monitor_router(labels: TokenGuard) -> Router:

@@ -21,19 +21,21 @@ class AdminClient:
     """A thin client of `/admin` (bearer token, JSON in and out)."""
 
     def __init__(self, settings: ClientSettings, *, timeout: float = 30.0) -> None:
-        self._client = httpx.Client(
-            base_url=settings.url.rstrip("/"),
-            headers={"Authorization": f"Bearer {settings.token}"} if settings.token else {},
-            timeout=timeout,
-        )
+        self._url = settings.url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+        self._timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """Call the gateway (`/admin/...`, `/v1/...`); a non-2xx answer raises `AdminError`
         with its error text."""
         try:
-            response = self._client.request(method, path, json=body)
+            # A client per call: its connection is closed here, never left to the collector.
+            with httpx.Client(
+                base_url=self._url, headers=self._headers, timeout=self._timeout
+            ) as client:
+                response = client.request(method, path, json=body)
         except httpx.TransportError as exc:
-            raise AdminError(f"cannot reach the gateway at {self._client.base_url}: {exc}") from exc
+            raise AdminError(f"cannot reach the gateway at {self._url}: {exc}") from exc
         if response.is_error:
             try:
                 message = response.json()["error"]
@@ -146,7 +148,13 @@ def _audit(args: argparse.Namespace, _: object) -> int:
             print(f"warning: the audit log is damaged: {problem}", file=sys.stderr)
         return 0
     if report["intact"]:
-        print("audit chain intact")
+        if lost := report.get("restored_after"):
+            print(
+                f"audit chain intact from seq {lost + 1}, where the state was restored after "
+                f"the store lost it: entries up to seq {lost} are gone from the store"
+            )
+        else:
+            print("audit chain intact")
         return 0
     where = report["first_invalid"]
     print(f"audit chain broken{'' if where is None else f' at entry {where} (0-based)'}: {problem}")

@@ -9,14 +9,13 @@ another gateway on the same host).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+from registry.files import sweep_scratch
 
 
 def make(prefix: str, parent: Path | None = None) -> Path:
@@ -39,26 +38,4 @@ def directory(prefix: str, parent: Path | None = None) -> Iterator[Path]:
 
 def sweep(prefix: str, parent: Path | None = None) -> list[Path]:
     """Remove the `prefix` directories whose process is gone; returns those removed."""
-    root = Path(tempfile.gettempdir()) if parent is None else parent
-    removed = []
-    for entry in root.glob(f"{prefix}*") if root.is_dir() else ():
-        owner = entry.name[len(prefix) :].partition("-")[0]
-        # Not named by a pid: not one of ours (an older gateway's, perhaps): left alone.
-        if entry.is_dir() and owner.isdecimal() and not _running(int(owner)):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    if removed:
-        logger.info("removed %d scratch directories left by stopped processes", len(removed))
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    except OverflowError:  # too large to be a pid
-        return False
-    return True
+    return sweep_scratch(Path(tempfile.gettempdir()) if parent is None else parent, prefix)

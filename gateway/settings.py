@@ -113,7 +113,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retraining_command: str = ""
     """A command run with each retraining event as JSON on its standard input."""
     retraining_cooldown_seconds: Annotated[float, msgspec.Meta(ge=0.0)] = 3600.0
-    """Least time between two retraining events of one version (one per drift episode)."""
+    """Least time between two retraining events of one version (one per drift episode): an
+    episode ends this long (at least a minute) after the last evaluation that was not `ok`."""
     export_sensitive: Literal["drop", "hash"] = "drop"
     """Sensitive features in exports: left out, or replaced by an HMAC-SHA256."""
     export_hash_key: str = ""
@@ -122,6 +123,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     every likely value)."""
     drift_window_rows: Positive = 2000
     """Rows kept per version for exports (the sliding window of recent samples)."""
+    feedback_max_age_seconds: Seconds = 3600.0
+    """How long a sampled prediction waits for its label; a later label is `expired`. With
+    Redis it is also the lifetime of the shared prediction log's keys after the last write."""
+    feedback_capacity: Positive = 100_000
+    """Most sampled predictions waiting for labels, the oldest forgotten first (`expired`):
+    per process without Redis, for the whole cluster in Redis (plus as many of its own
+    that each process keeps to join while Redis is unreachable). Joined labels, kept for
+    retraining exports, are bounded alike."""
 
     def __post_init__(self) -> None:
         """Refuse settings that would run but leak: malformed tokens (named by position,

@@ -18,6 +18,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Litestar adds "; charset=utf-8" to every text/* type itself; given it twice, it sent it twice.
+MEDIA_TYPE = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 
 
 def metrics_endpoint(registry: CollectorRegistry, state: Collector) -> HTTPRouteHandler:
@@ -25,14 +27,20 @@ def metrics_endpoint(registry: CollectorRegistry, state: Collector) -> HTTPRoute
     worker's request metrics merged from their files plus this worker's `state`."""
     multiproc_dir = os.environ.get(MULTIPROC_ENV)
 
-    @get("/metrics", summary="Prometheus metrics", tags=["metrics"], sync_to_thread=False)
+    @get(
+        "/metrics",
+        summary="Prometheus metrics",
+        tags=["metrics"],
+        media_type=MEDIA_TYPE,
+        sync_to_thread=False,
+    )
     def metrics() -> Response[bytes]:
         """Every metric in the Prometheus text format."""
         if multiproc_dir is None:
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(registry), media_type=MEDIA_TYPE)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
         merged.register(state)
-        return Response(generate_latest(merged), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(merged), media_type=MEDIA_TYPE)
 
     return metrics

@@ -3,9 +3,10 @@
 Input drift on the stable version (the detector's `drift`, which already needs persistence)
 while no rollout is running starts a drift episode; its first evaluation exports the
 version's recent sampled rows to Parquet and emits one event to every configured sink (a
-webhook, a Redis stream, a command), then stays quiet until the episode ends (inputs back
-to `ok`) and the cool-down has passed. Features the manifest marks sensitive are dropped
-from the export or replaced by a keyed hash.
+webhook, a Redis stream, a command), then stays quiet until the episode ends: a cool-down
+after the last evaluation that was not `ok` (`monitor.episodes`; shared through Redis, so a
+new leader after a failover does not fire the same episode again). Features the manifest
+marks sensitive are dropped from the export or replaced by a keyed hash.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ import polars as pl
 import redis.asyncio as aioredis
 
 from monitor.drift import DriftMonitor, DriftReport, VersionWatch
+from monitor.episodes import EpisodeStore, LocalEpisodes
 from monitor.feedback import PredictionLog
 from monitor.layout import WindowLayout
 from registry.deployment import Deployment
+from registry.files import sweep_temporary, temporary_path
 from registry.manifest import CategoricalProfile
 from registry.state import Change, StateBackend
 
 logger = logging.getLogger(__name__)
+# Episodes last at least this long, whatever the cool-down: far longer than a leader
+# failover (a 5 s lease), so that the successor finds the episode its predecessor fired.
+MIN_EPISODE_SECONDS = 60.0
 
 
 class RetrainingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,43 +76,64 @@ class RetrainingTrigger:
         monitor: DriftMonitor,
         state: StateBackend,
         predictions: PredictionLog | None = None,
+        episodes: EpisodeStore | None = None,
     ) -> None:
+        """`episodes` says which versions fired already (this process's alone by default)."""
         self.config = config
         self.fired: list[RetrainingEvent] = []
         self._monitor = monitor
         self._state = state
         self._predictions = predictions
-        self._episodes: dict[tuple[str, int], float] = {}  # version -> when it fired
+        self._episodes = LocalEpisodes() if episodes is None else episodes
+
+    def sweep(self) -> None:
+        """Remove the exports that a killed process left half-written (at start)."""
+        sweep_temporary(self.config.export_dir)
 
     async def check(self, deployments: Mapping[str, Deployment]) -> list[RetrainingEvent]:
         """Fire for every stable version whose inputs drift and whose episode is new."""
         events = []
         for model, deployment in deployments.items():
-            rollout = deployment.rollout
-            if rollout is not None and rollout.status in ("running", "paused"):
-                continue  # a canary is being judged: drift there is the gates' business
-            key = (model, deployment.stable)
-            report = self._monitor.report(*key)
-            if report is None:
-                continue
-            fired_at = self._episodes.get(key)
-            if report.inputs.status == "ok" and fired_at is not None:
-                if time.time() - fired_at >= self.config.cooldown_seconds:
-                    del self._episodes[key]  # episode over: the next drift fires again
-                continue
-            if report.inputs.status != "drift" or fired_at is not None:
-                continue
-            self._episodes[key] = time.time()
-            events.append(await self._fire(report))
+            try:
+                if (event := await self._check(model, deployment)) is not None:
+                    events.append(event)
+            except Exception:  # Redis down, an export failed: the other models go on
+                logger.exception("retraining check of %s failed", model)
         return events
+
+    async def _check(self, model: str, deployment: Deployment) -> RetrainingEvent | None:
+        report = self._monitor.report(model, deployment.stable)
+        if report is None or report.inputs.status == "ok":
+            return None  # the episode, if any, runs out by itself
+        lifetime = max(self.config.cooldown_seconds, MIN_EPISODE_SECONDS)
+        rollout = deployment.rollout
+        # While a canary is judged, drift is the gates' business: no episode begins.
+        judged = rollout is not None and rollout.status in ("running", "paused")
+        # Claimed before firing: a leader killed in between loses this episode's event
+        # rather than letting its successor send a second one.
+        if (
+            report.inputs.status == "drift"
+            and not judged
+            and await self._episodes.claim(report.model, report.version, lifetime)
+        ):
+            return await self._fire(report)
+        await self._episodes.renew(report.model, report.version, lifetime)
+        return None
 
     async def _fire(self, report: DriftReport) -> RetrainingEvent:
         watch = self._monitor.window(report.model, report.version)
         assert watch is not None
         # Copied on the loop, with no await in between: the consumer cannot add a sample to
         # one window and not yet to the other while the export reads them.
-        snapshot = (watch.inputs.rows(), watch.outputs.rows(), list(watch.request_ids))
-        path = await asyncio.to_thread(self._export, watch, snapshot, report)
+        inputs, outputs = watch.inputs.rows(), watch.outputs.rows()
+        ids = list(watch.request_ids)[len(watch.request_ids) - inputs.shape[0] :]  # row by row
+        snapshot = (inputs, outputs, ids)
+        labels = (
+            await self._predictions.labels(key for key in ids if key)
+            if self._predictions is not None
+            else {}
+        )
+        path = await asyncio.to_thread(self._export, watch, snapshot, labels, report)
         drifted = {
             assessment.name: {
                 "status": assessment.status,
@@ -146,6 +173,7 @@ class RetrainingTrigger:
         self,
         watch: VersionWatch,
         snapshot: tuple[np.ndarray, np.ndarray, list[str | None]],
+        labels: Mapping[str, list[Any]],
         report: DriftReport,
     ) -> Path:
         manifest = watch.manifest
@@ -164,18 +192,21 @@ class RetrainingTrigger:
                 del columns[name]
             else:
                 columns[name] = [self._hash(value) for value in columns[name]]
-        ids = ids[len(ids) - inputs.shape[0] :]
         columns["request_id"] = ids
-        labels = self._predictions.labels if self._predictions is not None else {}
         columns["label"] = [
             _label(labels.get(request_id)) if request_id else None for request_id in ids
         ]
         self.config.export_dir.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(report.evaluated_at))
         path = self.config.export_dir / f"{manifest.name}-v{manifest.version}-{stamp}.parquet"
-        temporary = path.with_suffix(".parquet.tmp")
-        pl.DataFrame(columns).write_parquet(temporary)
-        temporary.replace(path)  # readers never see half a file
+        # Readers never see half a file; a killed writer's is swept at the next start.
+        temporary = temporary_path(path)
+        try:
+            pl.DataFrame(columns).write_parquet(temporary)
+            temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # a full disk leaves no half file
+            raise
         return path
 
     def _hash(self, value: object) -> str | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,12 +58,13 @@ class AuditFile:
                 os.fsync(handle.fileno())
             return chain_head(_lines_backwards(handle, complete), self._recorded_head())
 
-    def append(self, make: Callable[[AuditHead], AuditEntry]) -> AuditEntry:
-        """Append the entry `make` builds on the current head, durably, then record the head.
+    def append(self, entry: AuditEntry) -> None:
+        """Append `entry` (chained onto the head `recover` returned) durably, then record the
+        head. Once the entry is on disk the change is made: a head that cannot be recorded
+        then (a full disk) is logged, not raised, as the next append derives it from the log.
 
         A failed write (a full disk) is cut off again, so it leaves the log as it was.
         """
-        entry = make(self.recover())
         line = msgspec.json.encode(entry) + b"\n"  # JSON escapes newlines: one line per entry
         descriptor = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -79,8 +80,12 @@ class AuditFile:
                 raise
         finally:
             os.close(descriptor)
-        replace_file(self.head_path, msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash)))
-        return entry
+        try:
+            replace_file(
+                self.head_path, msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash))
+            )
+        except OSError as exc:
+            logger.warning("%s not updated to seq %d: %s", self.head_path, entry.seq, exc)
 
     def read(self) -> AuditLog:
         """Every complete entry and the recorded head, damage reported, not raised."""

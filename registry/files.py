@@ -1,25 +1,98 @@
-"""Durable writes of small files: a crash mid-write leaves the old file whole."""
+"""Durable writes of small files, and the sweeping of what a killed writer left.
+
+A file is written under a temporary name beside its final one, `.NAME.PID.tmp`, and
+renamed into place: a crash mid-write leaves the old file whole. A failed write (a full
+disk) removes its temporary file; a killed writer's is removed by `sweep_temporary` at the
+next start, which never touches the file of a process still running. Scratch directories
+are named the same way, after their process (`PREFIX<pid>-<random>`, see `sweep_scratch`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def replace_file(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically: readers see the old file or the new, never half.
 
     The data is fsynced before the rename and the directory after it, so once this returns
-    the new file survives a power loss, and before it returns the old one does.
+    the new file survives a power loss, and before it returns the old one does. A failed
+    write leaves no temporary file behind.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    temporary = temporary_path(path)
+    write_durably(temporary, data)
+    install(temporary, path)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write `data` to `path` and fsync it; on failure (a full disk) `path` is removed."""
+    try:
+        with path.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):  # the write's own error is the one to tell
+            path.unlink(missing_ok=True)
+        raise
+
+
+def install(written: Path, path: Path) -> None:
+    """Rename a durably written file to `path`, and make the rename durable."""
+    written.replace(path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def sweep_temporary(directory: Path) -> list[Path]:
+    """Remove the temporary files (`.NAME.PID.tmp`) in `directory` whose writer is gone."""
+    removed = []
+    for entry in directory.glob(".*.tmp") if directory.is_dir() else ():
+        owner = entry.name.removesuffix(".tmp").rpartition(".")[2]
+        if owner.isdecimal() and not process_running(int(owner)) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        logger.info("removed %d files left half-written by stopped processes", len(removed))
+    return removed
+
+
+def sweep_scratch(parent: Path, prefix: str) -> list[Path]:
+    """Remove the directories `PREFIX<pid>-...` under `parent` whose process is gone."""
+    removed = []
+    for entry in parent.glob(f"{prefix}*") if parent.is_dir() else ():
+        owner = entry.name[len(prefix) :].partition("-")[0]
+        # Not named by a pid: not one of ours (an older gateway's, perhaps): left alone.
+        if entry.is_dir() and owner.isdecimal() and not process_running(int(owner)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    if removed:
+        logger.info("removed %d scratch directories left by stopped processes", len(removed))
+    return removed
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this id exists (on this host)."""
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OverflowError:  # too large to be a pid
+        return False
+    return True

@@ -5,12 +5,17 @@
     state/audit.head         sequence and hash of the last entry, a check on the log
     state/lock               flock held for the duration of a commit
 
-A commit appends its audit entry before it replaces the deployments, so a crash in between
-leaves the old deployments intact and, at worst, an entry for a change that did not land
-(and was never acknowledged). Other processes notice a change by polling the deployments
-file's identity (cheap `stat`). Damaged files are reported naming the file and what to do:
-deployments.json refuses to start (the gateway will not guess a traffic split), the audit
-log is reported by `audit()` and keeps taking entries.
+A commit writes the new deployments beside the old (`.deployments.json.<entry hash>.next`),
+appends its audit entry, then renames the new deployments into place. The entry is the
+commit point: a commit cut short before it leaves no trace (the prepared file is removed),
+and one cut short after it is finished by the next commit or start, which installs the
+deployments prepared for the log's last entry. So the deployments in force are always the
+ones the log's last entries record, a full disk refuses a change without writing any of it,
+and a decision is never logged without landing (and then made a second time). Temporary
+files of killed writers are removed at start. Other processes notice a change by polling
+the deployments file's identity (cheap `stat`). Damaged files are reported naming the file
+and what to do: deployments.json refuses to start (the gateway will not guess a traffic
+split), the audit log is reported by `audit()` and keeps taking entries.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from pathlib import Path
 
 import msgspec
 
-from registry.audit import AuditEntry, AuditLog
+from registry.audit import AuditEntry, AuditHead, AuditLog
 from registry.audit_file import AuditFile
 from registry.deployment import Deployment
-from registry.files import replace_file
+from registry.files import install, sweep_temporary, write_durably
 from registry.state import (
     Change,
     ChangeListener,
@@ -38,6 +43,7 @@ from registry.state import (
 
 logger = logging.getLogger(__name__)
 POLL_INTERVAL = 0.05  # seconds: other workers apply a change well within 100 ms
+DEPLOYMENTS = "deployments.json"
 _DEPLOYMENTS = msgspec.json.Decoder(dict[str, Deployment])
 
 
@@ -112,10 +118,30 @@ class EmbeddedState:
 
     def _recover(self) -> None:
         with self._locked():
-            self._audit.recover()
+            self._settle()
+            sweep_temporary(self.directory)
+
+    def _settle(self) -> AuditHead:
+        """Finish or drop a commit cut short (under the lock); returns the head the next
+        entry chains onto."""
+        head = self._audit.recover()
+        for prepared in self.directory.glob(f".{DEPLOYMENTS}.*.next"):
+            if prepared != self._prepared(head.hash):
+                prepared.unlink()  # its entry never reached the log: the change never was
+                continue
+            logger.warning(
+                "installing the deployments of audit entry %d, whose commit was cut short",
+                head.seq,
+            )
+            install(prepared, self.directory / DEPLOYMENTS)
+        return head
+
+    def _prepared(self, entry_hash: str) -> Path:
+        return self.directory / f".{DEPLOYMENTS}.{entry_hash}.next"
 
     def _commit(self, change: Change) -> tuple[AuditEntry, dict[str, Deployment]]:
         with self._locked():
+            head = self._settle()
             deployments = self._read_deployments()
             if change.expected_revision is not None:
                 current = deployments.get(change.model)
@@ -125,10 +151,20 @@ class EmbeddedState:
                         f"the deployment of {change.model!r} changed meanwhile (revision "
                         f"{revision}, expected {change.expected_revision}); read it again"
                     )
-            entry = self._audit.append(change.entry_after)
+            entry = change.entry_after(head)
+            prepared = None
             if change.deployment is not None:
                 deployments[change.model] = change.deployment
-                replace_file(self.directory / "deployments.json", msgspec.json.encode(deployments))
+                prepared = self._prepared(entry.hash)
+                write_durably(prepared, msgspec.json.encode(deployments))
+            try:
+                self._audit.append(entry)  # the commit point
+            except BaseException:
+                if prepared is not None:
+                    prepared.unlink(missing_ok=True)
+                raise
+            if prepared is not None:
+                install(prepared, self.directory / DEPLOYMENTS)
             return entry, deployments
 
     @contextlib.contextmanager
@@ -142,7 +178,7 @@ class EmbeddedState:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read_deployments(self) -> dict[str, Deployment]:
-        path = self.directory / "deployments.json"
+        path = self.directory / DEPLOYMENTS
         try:
             return _DEPLOYMENTS.decode(path.read_bytes())
         except FileNotFoundError:
@@ -157,7 +193,7 @@ class EmbeddedState:
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
-            stat = (self.directory / "deployments.json").stat()
+            stat = (self.directory / DEPLOYMENTS).stat()
         except FileNotFoundError:
             return None
         return stat.st_ino, stat.st_mtime_ns

@@ -7,7 +7,9 @@ Layout under the registry root::
 
 A version directory is assembled under a temporary name and renamed into place, so a
 version either exists whole or not at all, and two concurrent registrations can never
-receive the same number (the second rename fails and takes the next one).
+receive the same number (the second rename fails and takes the next one). The temporary
+directory is named after its process (`.staging-<pid>-<random>`): what a killed
+registration left is removed by the next registration of that model, and by `sweep`.
 
 Reading is defensive: the files can still be damaged afterwards (a disk, an operator), and
 one damaged version must fail alone. A version directory counts as a version whatever its
@@ -38,6 +40,7 @@ from registry.errors import (
     ModelNotFoundError,
 )
 from registry.features import bind_features, reference_inputs
+from registry.files import sweep_scratch
 from registry.manifest import DataFingerprint, Manifest, decode_manifest, encode_manifest
 from registry.names import parse_version, validate_model_name
 from registry.profile import build_profile
@@ -46,6 +49,7 @@ from registry.signature import open_session, read_signature
 
 ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
+STAGING = ".staging-"
 _RENAME_ATTEMPTS = 100
 _RESTORE = "restore the version's directory from a backup, or register the model again"
 logger = logging.getLogger(__name__)
@@ -108,7 +112,8 @@ class ModelRegistry:
         )
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+        sweep_scratch(model_dir, STAGING)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=model_dir))
         try:
             _write_readonly(staging / ARTIFACT, model)
             for _ in range(_RENAME_ATTEMPTS):
@@ -145,6 +150,17 @@ class ModelRegistry:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def sweep(self) -> list[Path]:
+        """Remove the staging directories of registrations whose process was killed."""
+        if not self.root.is_dir():
+            return []
+        return [
+            removed
+            for entry in self.root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".")
+            for removed in sweep_scratch(entry, STAGING)
+        ]
 
     def models(self) -> list[str]:
         """Names of every model with at least one version, sorted; other entries under the

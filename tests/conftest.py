@@ -91,8 +91,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_gateway(home: Path, **environ: str) -> Iterator[str]:
-    """`driftgate serve` in its own process on a free loopback port; yields its base URL."""
+def gateway_process(home: Path, **environ: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`driftgate serve` in its own process on a free loopback port; yields its base URL and
+    the process (which a test may kill)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--home", str(home), "--port", str(port)],
@@ -101,10 +102,27 @@ def running_gateway(home: Path, **environ: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
-        yield url
+        yield url, process
     finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server a test started, and kill it if it does not stop in 10 s."""
+    if process.poll() is None:
         process.terminate()
+    try:
         process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_gateway(home: Path, **environ: str) -> Iterator[str]:
+    """`driftgate serve` in its own process on a free loopback port; yields its base URL."""
+    with gateway_process(home, **environ) as (url, _):
+        yield url
 
 
 @pytest.fixture

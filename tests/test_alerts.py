@@ -36,6 +36,7 @@ EXPORTED_METRICS = frozenset(
         "driftgate_shadow_mean_abs_difference",
         "driftgate_shadow_comparisons_total",
         "driftgate_deployment_changes_total",
+        "driftgate_prediction_log_fallbacks_total",
         "driftgate_traffic_weight_percent",
         "driftgate_state_backend_up",
         "driftgate_drift_version_status",

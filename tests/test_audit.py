@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from registry.audit import (
+    RESTORED,
     AuditEntry,
     AuditHead,
     AuditLog,
@@ -121,3 +122,20 @@ def test_verification_says_what_is_wrong() -> None:
     cut = verify_log(AuditLog(entries=_chain(3)[:2], head=AuditHead(seq=3))).problem
     assert cut is not None
     assert "ends at seq 2 but its head records seq 3" in cut
+
+
+def test_a_log_that_begins_with_a_restoration_is_checked_from_there() -> None:
+    lost = _chain(4)  # what the store lost; a gateway kept the head of it
+    restored = next_entry(
+        AuditHead(seq=4, hash=lost[-1].hash), actor="controller", action=RESTORED, model=""
+    )
+    after = next_entry(AuditHead(seq=5, hash=restored.hash), actor="alice", action="x", model="m")
+    log = AuditLog(entries=[restored, after], head=AuditHead(seq=6, hash=after.hash))
+    assert verify_log(log) == Verdict(restored_after=4)
+    assert verify_log(AuditLog(entries=[*lost, restored, after])) == Verdict()  # the whole
+    # Any other entry must still follow the genesis, and a restoration anywhere but first
+    # must follow the entry before it.
+    assert verify_chain(lost[2:]) == 0
+    assert verify_chain([lost[0], restored]) == 1
+    forged = msgspec.structs.replace(restored, prev_hash="f" * 64)
+    assert verify_chain([forged, after]) == 0  # its hash covers what it continues

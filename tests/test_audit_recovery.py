@@ -3,7 +3,8 @@ no acknowledged entry is lost, no sequence number is given twice, the chain veri
 damage is reported (never a 500).
 
 Each crash is simulated by leaving the files exactly as a process killed at that step would
-leave them, then restarting on them; `test_sigkill_under_write_load` kills a real gateway.
+leave them, then restarting on them; `test_sigkill_under_write_load` kills a real gateway
+(and `tests/test_fault_kills.py` kills one at each of these steps).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from registry.state import Change
 from registry.state_embedded import EmbeddedState
 from registry.state_redis import RedisState
 from tests.conftest import ADMIN_TOKEN, TOKENS, RedisServer, free_port, wait_ready
+from tests.faults import assert_recovered
 
 pytestmark = [pytest.mark.anyio, pytest.mark.faults]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -107,9 +109,10 @@ def _head(entry: AuditEntry) -> bytes:
     return msgspec.json.encode(AuditHead(seq=entry.seq, hash=entry.hash))
 
 
-# How a commit's files stand when its process dies at each step: appending the entry (torn
-# at three places), after the append, after replacing the head, after replacing the
-# deployments (never acknowledged), and inside an atomic replace (its temporary file).
+# How a commit's files stand when its process dies at each step: the new deployments
+# prepared, appending the entry (torn at three places), after the append, inside the head's
+# atomic replace (its temporary file), after replacing the head, after installing the
+# deployments (never acknowledged). Each returns whether the change landed.
 CRASHES: dict[str, Callable[[Path, AuditEntry, Change], bool]] = {}
 
 
@@ -121,56 +124,67 @@ def _crash(name: str) -> Callable[[Callable[[Path, AuditEntry, Change], bool]], 
     return register
 
 
-def _append(directory: Path, data: bytes) -> None:
+def _prepare(directory: Path, entry: AuditEntry, change: Change) -> None:
+    assert change.deployment is not None
+    prepared = directory / f".deployments.json.{entry.hash}.next"
+    prepared.write_bytes(msgspec.json.encode({"m": change.deployment}))
+
+
+def _append(directory: Path, entry: AuditEntry, change: Change, data: bytes) -> None:
+    _prepare(directory, entry, change)
     with (directory / "audit.jsonl").open("ab") as log:
         log.write(data)
 
 
+@_crash("deployments prepared, nothing appended")
+def _prepared(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _prepare(directory, entry, change)
+    return False
+
+
 @_crash("appending, one byte written")
-def _torn_first_byte(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry)[:1])
-    return False  # whether the entry is in the log afterwards
+def _torn_first_byte(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry)[:1])
+    return False
 
 
 @_crash("appending, half the line written")
-def _torn_half(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry)[: len(_line(entry)) // 2])
+def _torn_half(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry)[: len(_line(entry)) // 2])
     return False
 
 
 @_crash("appending, all but the newline written")
-def _torn_newline(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry)[:-1])
+def _torn_newline(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry)[:-1])
     return False
 
 
 @_crash("appended, head not replaced")
-def _appended(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry))
+def _appended(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry))
     return True
 
 
 @_crash("replacing the head, temporary file half written")
-def _head_temporary(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry))
+def _head_temporary(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry))
     (directory / ".audit.head.99999.tmp").write_bytes(_head(entry)[:10])
     return True
 
 
-@_crash("head replaced, deployments not")
-def _head_replaced(directory: Path, entry: AuditEntry, _: Change) -> bool:
-    _append(directory, _line(entry))
+@_crash("head replaced, deployments not installed")
+def _head_replaced(directory: Path, entry: AuditEntry, change: Change) -> bool:
+    _append(directory, entry, change, _line(entry))
     (directory / "audit.head").write_bytes(_head(entry))
-    (directory / ".deployments.json.99999.tmp").write_bytes(b'{"m": {"mod')
     return True
 
 
-@_crash("deployments replaced, not acknowledged")
+@_crash("deployments installed, not acknowledged")
 def _all_written(directory: Path, entry: AuditEntry, change: Change) -> bool:
-    _append(directory, _line(entry))
+    _append(directory, entry, change, _line(entry))
     (directory / "audit.head").write_bytes(_head(entry))
-    assert change.deployment is not None
-    (directory / "deployments.json").write_bytes(msgspec.json.encode({"m": change.deployment}))
+    (directory / f".deployments.json.{entry.hash}.next").replace(directory / "deployments.json")
     return True
 
 
@@ -189,6 +203,10 @@ async def test_a_crash_at_any_step_of_a_commit_is_recovered(
 
     restarted = await reopen(tmp_path)
     _assert_sound(await restarted.audit(), acknowledged)  # before any new commit, too
+    # The deployments are the ones the log records: a change in the log has landed.
+    stored = (await restarted.deployments()).get("m")
+    assert (stored.revision if stored else 0) == acknowledged_before + landed
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
     later = [await _commit_next(restarted) for _ in range(2)]
     log = await restarted.audit()
     _assert_sound(log, acknowledged)
@@ -279,6 +297,25 @@ async def test_a_failed_append_leaves_the_log_as_it_was(reopen: Reopen, tmp_path
     assert "File too large" in done.stdout
     assert (tmp_path / "audit.jsonl").read_bytes() == before
     assert (await state.deployments())["m"].revision == 1
+    acknowledged.append(await _commit_next(state))
+    _assert_sound(await state.audit(), acknowledged)
+
+
+async def test_a_head_that_cannot_be_recorded_does_not_undo_the_commit(
+    reopen: Reopen, tmp_path: Path
+) -> None:
+    state = await reopen(tmp_path)
+    acknowledged = [await state.commit(_change(0))]
+    # The head's temporary file cannot be written (here: a directory is in its way, as a
+    # full disk would refuse it) after the entry is on disk: the change is made all the same.
+    blocker = tmp_path / f".audit.head.{os.getpid()}.tmp"
+    blocker.mkdir()
+    acknowledged.append(await _commit_next(state))
+    blocker.rmdir()
+    assert (await state.deployments())["m"].revision == 2
+    log = await state.audit()
+    _assert_sound(log, acknowledged)
+    assert log.head == AuditHead(seq=1, hash=acknowledged[0].hash)  # behind, and harmless
     acknowledged.append(await _commit_next(state))
     _assert_sound(await state.audit(), acknowledged)
 
@@ -395,3 +432,5 @@ def test_sigkill_under_write_load_loses_no_acknowledged_change(home: Path) -> No
         )
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "audit chain intact" in verify.stdout
+        # The deployment in force is the last one logged; no temporary file is left.
+        assert_recovered(home, url, reasons=acknowledged)

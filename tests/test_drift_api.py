@@ -197,3 +197,21 @@ def test_two_gateways_on_one_redis_judge_all_traffic(home: Path, redis_server: R
         )
         (report,) = msgspec.json.decode(as_json.stdout)
         assert report["version"] == 2
+
+
+def test_undefined_statistics_are_null_and_documented_so(monitored: Client) -> None:
+    # msgspec writes NaN as null: before any sample every statistic is undefined. The fuzz
+    # tier found the document saying "number" for them.
+    report = wait_for(monitored, "/v1/models/affine/versions/2/drift", lambda report: True)
+    feature = report["inputs"]["assessment"]["features"][0]
+    assert feature["p_value"] is None
+    assert report["inputs"]["statistics"][0]["ks"] is None
+    schemas = monitored.get("/docs/openapi.json").json()["components"]["schemas"]
+    assert schemas["FeatureAssessment"]["properties"]["p_value"]["type"] == ["number", "null"]
+    assert schemas["NumericStatistics"]["properties"]["ks"]["type"] == ["number", "null"]
+    # `float | None` stays a oneOf with a single null branch
+    realized = schemas["QualityReport"]["properties"]["realized_accuracy"]["oneOf"]
+    assert realized == [{"type": "number"}, {"type": "null"}]
+    # what requests send is finite: their schemas keep plain numbers
+    assert schemas["RolloutConfig"]["properties"]["interval_seconds"]["type"] == "number"
+    assert schemas["Canary"]["properties"]["weight"]["type"] == "number"

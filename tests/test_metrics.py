@@ -122,3 +122,12 @@ def test_several_workers_report_one_total(home: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_exposition_content_type_is_sent_once_and_documented(client: Client) -> None:
+    # Was "text/plain; version=1.0.0; charset=utf-8; charset=utf-8", documented as JSON.
+    response = client.get("/metrics")
+    assert response.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
+    document = client.get("/docs/openapi.json").json()
+    content = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(content) == ["text/plain; version=1.0.0"]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from tests.conftest import free_port, running_gateway
+from tests.conftest import free_port, running_gateway, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -70,12 +70,7 @@ def prometheus_server(directory: Path, target: str) -> Iterator[str]:
         poll(lambda: ready(url, process), f"prometheus at {url} ready", log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def ready(url: str, process: subprocess.Popen[bytes]) -> bool | None:

@@ -17,6 +17,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, TOKENS, RedisServer
 
+pytestmark = pytest.mark.faults
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -18,7 +18,7 @@ import pytest
 from registry import ModelRegistry
 from tests.conftest import ADMIN_TOKEN, TOKENS, RedisServer, free_port, wait_ready
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CONFIG = {
     "interval_seconds": 2.0,

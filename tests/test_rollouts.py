@@ -180,3 +180,12 @@ def test_webhook_gate_and_decision_notifications(gateway: Client, webhook: str) 
     assert gates[0]["body"]["model"] == "affine"
     assert decisions[-1] == "rollout.promote"
     assert "rollout.step" in decisions
+
+
+def test_openapi_documents_steps_as_numbers(gateway: Client) -> None:
+    # Litestar 2 wrote the items of the constrained tuple as `oneOf: [number, {}]`, which no
+    # number matches exactly once: every rollout in a response broke its schema (fuzz tier).
+    schemas = gateway.get("/docs/openapi.json").json()["components"]["schemas"]
+    steps = schemas["RolloutConfig"]["properties"]["steps"]
+    assert steps["items"] == {"oneOf": [{"type": "number"}]}
+    assert steps["minItems"] == 1

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import ADMIN_TOKEN, TOKENS
 
+pytestmark = pytest.mark.faults
 CRASH = """
 import os, pathlib, signal, sys
 from gateway import scratch

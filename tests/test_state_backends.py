@@ -51,7 +51,7 @@ async def pair(backend_factory: object) -> AsyncIterator[tuple[StateBackend, Sta
     await second.close()
 
 
-def _set(deployment: Deployment, expected: int) -> Change:
+def set_change(deployment: Deployment, expected: int) -> Change:
     return Change(
         model=deployment.model,
         action="deployment.set",
@@ -68,7 +68,7 @@ async def test_commit_is_seen_by_another_worker_within_100ms(
     first, second, seen = pair
     deployment = Deployment(model="m", stable=1, canary=Canary(version=2, weight=20), revision=1)
     started = asyncio.get_running_loop().time()
-    await first.commit(_set(deployment, 0))
+    await first.commit(set_change(deployment, 0))
     while ("m", deployment) not in seen:
         assert asyncio.get_running_loop().time() - started < 0.1, "not seen within 100 ms"
         await asyncio.sleep(0.005)
@@ -80,9 +80,9 @@ async def test_stale_revisions_are_refused_and_change_nothing(
 ) -> None:
     first, second, _ = pair
     one = Deployment(model="m", stable=1, revision=1)
-    await first.commit(_set(one, 0))
+    await first.commit(set_change(one, 0))
     with pytest.raises(RevisionConflictError, match="changed meanwhile"):
-        await second.commit(_set(Deployment(model="m", stable=2, revision=1), 0))
+        await second.commit(set_change(Deployment(model="m", stable=2, revision=1), 0))
     assert (await first.deployments())["m"] == one
     assert len((await first.audit()).entries) == 1
 
@@ -109,7 +109,7 @@ async def test_state_survives_a_restart(backend_factory: object) -> None:
 
     await backend.start(ignore)
     deployment = Deployment(model="m", stable=3, revision=1)
-    await backend.commit(_set(deployment, 0))
+    await backend.commit(set_change(deployment, 0))
     await backend.close()
     reopened: StateBackend = backend_factory()  # type: ignore[operator]
     await reopened.start(ignore)
@@ -121,7 +121,7 @@ async def test_state_survives_a_restart(backend_factory: object) -> None:
 async def test_a_crash_mid_write_leaves_the_old_deployments(tmp_path: Path) -> None:
     state = EmbeddedState(tmp_path)
     deployment = Deployment(model="m", stable=1, revision=1)
-    await state.commit(_set(deployment, 0))
+    await state.commit(set_change(deployment, 0))
     # A writer that died after writing its temporary file but before renaming it:
     (tmp_path / ".deployments.json.999.tmp").write_bytes(b'{"m": {"model": "m", "sta')
     assert await state.deployments() == {"m": deployment}
