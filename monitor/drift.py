@@ -102,12 +102,12 @@ class VersionWatch:
 
     def add(self, samples: list[Sample]) -> None:
         """Update both windows with samples, in one kernel call per window."""
-        inputs = [self.extractor.input_rows(sample.inputs) for sample in samples]
         outputs = [self.extractor.output_rows(sample.outputs) for sample in samples]
-        self.inputs.update(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
+        self.inputs.update(self.extractor.input_rows(*(sample.inputs for sample in samples)))
         self.outputs.update(np.concatenate(outputs) if len(outputs) > 1 else outputs[0])
-        for sample, rows in zip(samples, inputs, strict=True):
-            self.request_ids.extend([sample.request_id] * rows.shape[0])
+        for sample in samples:  # one id per row of the request's batch
+            batch = next(iter(sample.inputs.values())).shape[0]
+            self.request_ids.extend([sample.request_id] * batch)
 
 
 class DriftMonitor:

@@ -66,9 +66,11 @@ class RowExtractor:
             if spec.name in profiled or f"{spec.name}[0]" in profiled
         ]
 
-    def input_rows(self, arrays: Mapping[str, np.ndarray]) -> Floats:
-        """Feature rows of a request's inputs (with the reconstruction error, if watched)."""
-        rows = self._feature_rows(arrays)
+    def input_rows(self, *requests: Mapping[str, np.ndarray]) -> Floats:
+        """Feature rows of requests' inputs, in order, then the reconstruction error if it is
+        watched: one PCA product for the whole batch, not one per request."""
+        parts = [self._feature_rows(arrays) for arrays in requests]
+        rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
         multivariate = self._manifest.profile.multivariate
         if multivariate is None:
             return rows

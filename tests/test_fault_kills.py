@@ -34,6 +34,7 @@ from tests.faults import (
     traffic,
     wait_killed,
 )
+from tests.test_rollouts import FAST
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -200,14 +201,6 @@ def test_a_split_change_killed_at_each_step_of_its_commit(home: Path) -> None:
         assert_recovered(home, url, reasons=reasons)
 
 
-ROLLOUT = {
-    "interval_seconds": 1.0,
-    "min_samples": 25,
-    "steps": [50, 80],
-    "failure_limit": 2,
-    "consecutive_failure_limit": 2,
-    "gates": {"max_p99_ratio": None, "max_p99_seconds": 1.0},
-}
 MONITORED = {
     "DRIFTGATE_SAMPLE_RATE": "1",
     "DRIFTGATE_DRIFT_PANE_SECONDS": "1",
@@ -224,7 +217,7 @@ def test_the_leader_killed_while_committing_a_rollout_decision(home: Path, artif
     # Commits: the rollout's start, then its first decision, killed after its entry.
     crash = "os.rename:*/state/.deployments.json.*#2"
     with gateway(home, crash=crash, **MONITORED) as (url, process), traffic(url):
-        body = {"version": 3, "config": ROLLOUT, "reason": "rollout under load"}
+        body = {"version": 3, "config": FAST, "reason": "rollout under load"}
         started = httpx.post(f"{url}/admin/models/affine/rollout", json=body, headers=ADMIN)
         assert started.status_code == 201, started.text
         wait_killed(process)

@@ -96,10 +96,13 @@ def stored(redis_server: RedisServer) -> Deployment | None:
     return None if raw is None else msgspec.json.decode(raw, type=Deployment)
 
 
-def set_canary(url: str) -> int:
-    response = httpx.put(f"{url}/admin/models/affine/deployment", json=CANARY, headers=ADMIN)
+def set_canary(pair: list[Gateway]) -> int:
+    """Set the canary through the first gateway; its revision, once the second serves it."""
+    first, second = (gateway.url for gateway in pair)
+    response = httpx.put(f"{first}/admin/models/affine/deployment", json=CANARY, headers=ADMIN)
     assert response.status_code == 200, response.text
     revision: int = response.json()["revision"]
+    wait_for(second, {"canary": CANARY["canary"], "revision": revision})
     return revision
 
 
@@ -121,9 +124,7 @@ def test_gateways_give_a_redis_restarted_empty_their_state_back(
 ) -> None:
     with gateways(home, redis_server.url, 2) as pair:
         first, second = (gateway.url for gateway in pair)
-        revision = set_canary(first)
-        canary = {"canary": CANARY["canary"], "revision": revision}
-        wait_for(second, canary)
+        revision = set_canary(pair)
         lost = audit(second)["entries"]
 
         redis_server.stop()
@@ -172,8 +173,7 @@ def test_defaults_of_a_gateway_started_before_the_restoration_do_not_win(
 ) -> None:
     with gateways(home, redis_server.url, 2) as pair:
         first, second = (gateway.url for gateway in pair)
-        revision = set_canary(first)
-        wait_for(second, {"revision": revision})
+        revision = set_canary(pair)
         for gateway in pair:  # as if they were slow to reconnect
             gateway.process.send_signal(signal.SIGSTOP)
         redis_server.stop()
@@ -201,8 +201,7 @@ def test_a_redis_restarted_with_its_data_restores_nothing(
 ) -> None:
     with gateways(home, redis_server.url, 2) as pair:
         first, second = (gateway.url for gateway in pair)
-        revision = set_canary(first)
-        wait_for(second, {"revision": revision})
+        revision = set_canary(pair)
         entries = audit(first)["entries"]
         with redis.Redis.from_url(redis_server.url) as client:
             client.save()
