@@ -70,7 +70,7 @@ def canary_at_ten_percent(home: Path) -> None:
     for name in registry.models():
         manifest = registry.manifest(name, 1)
         reference = home.parent.parent / "artifacts" / "reference.parquet"
-        model = registry.root / name / "1" / "model.onnx"
+        model = home / "models" / name / "1" / "model.onnx"
         registry.register(name, model, reference, description="benchmark canary")
         deployment = Deployment(
             model=name, stable=manifest.version, revision=1, canary=Canary(version=2, weight=10.0)

@@ -24,7 +24,7 @@ from gateway.error_docs import errors
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.rollouts import RolloutController
 from gateway.settings import Settings
-from registry import Manifest
+from registry import Manifest, StoreUnavailableError
 from registry.audit import AuditEntry, verify_log
 from registry.deployment import Deployment
 from registry.manifest import parse_pairs
@@ -239,9 +239,19 @@ async def status(
     dataplane: NamedDependency[DataPlane],
     controller: NamedDependency[RolloutController],
 ) -> dict[str, Any]:
-    """Versions loaded, deployments in force, state backend health, shadow queue, and
-    whether this process leads the rollout controller."""
+    """Versions loaded, deployments in force, state backend and model store health, shadow
+    queue, and whether this process leads the rollout controller."""
+    try:
+        await asyncio.to_thread(manager.registry.check)
+        store_error = None
+    except StoreUnavailableError as exc:
+        store_error = str(exc)
     return {
+        "registry": {
+            "location": manager.registry.location,
+            "reachable": store_error is None,
+            "error": store_error,
+        },
         "controller": {"leader": controller.leading, "pid": os.getpid()},
         "state_backend": {
             "kind": manager.state.kind,

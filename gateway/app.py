@@ -20,6 +20,7 @@ from gateway.components import (
     drift_panes,
     leadership,
     monitor_config,
+    open_registry,
     prediction_log,
     retraining_config,
     retraining_episodes,
@@ -52,7 +53,6 @@ from monitor.quality import QualityMonitor
 from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes
 from registry import (
-    ModelRegistry,
     RegistryError,
 )
 
@@ -62,7 +62,7 @@ logger = logging.getLogger("driftgate")
 def create_app(settings: Settings) -> FastInfer:
     """A gateway serving the registry under `settings.home`: the Litestar app, with the
     infer calls taken ahead of it by the lean path (`gateway.fast_infer`)."""
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
     panes = drift_panes(settings)
     config = monitor_config(settings)

@@ -11,12 +11,12 @@ from typing import Any
 
 import msgspec
 
-from gateway.components import check_state
+from gateway.components import check_state, open_registry
 from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
 from gateway.tables import print_table
 from gateway.version import driftgate_version
-from registry import DamagedVersionError, Manifest, ModelRegistry, RegistryError
+from registry import DamagedVersionError, Manifest, RegistryError
 from registry.manifest import encode_manifest, parse_pairs
 
 
@@ -124,7 +124,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> int:
-    manifest = ModelRegistry(settings.registry_path).register(
+    manifest = open_registry(settings).register(
         args.name,
         args.model,
         args.reference,
@@ -140,7 +140,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    registry = ModelRegistry(settings.registry_path)
+    registry = open_registry(settings)
     rows: list[dict[str, Any]] = []
     manifests: dict[str, Manifest] = {}
     for name in registry.models():
@@ -177,7 +177,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    manifest = ModelRegistry(settings.registry_path).manifest(args.name, args.version)
+    manifest = open_registry(settings).manifest(args.name, args.version)
     if args.json:
         print(encode_manifest(manifest).decode())
         return 0
@@ -188,7 +188,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 def _init_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.demo import ensure_demo_model
 
-    manifest = ensure_demo_model(ModelRegistry(settings.registry_path), settings.home / "demo")
+    manifest = ensure_demo_model(open_registry(settings), settings.home / "demo")
     if manifest is not None:
         print(f"registered {manifest.name} version {manifest.version} (the demo model)")
     return 0

@@ -17,10 +17,19 @@ from monitor.metrics import GatewayMetrics
 from monitor.panes import LocalPanes, PaneStore, RedisPanes
 from monitor.retraining import RetrainingConfig
 from monitor.traffic import TrafficPanes
-from registry import Manifest
+from registry import Manifest, ModelRegistry
 from registry.state import StateBackend
 from registry.state_embedded import EmbeddedState
 from registry.state_redis import RedisState
+
+
+def open_registry(settings: Settings) -> ModelRegistry:
+    """The model registry the settings name: local, or an object store with a local cache."""
+    return ModelRegistry.at(
+        settings.registry_location,
+        endpoint=settings.registry_endpoint,
+        cache=settings.artifact_cache_path,
+    )
 
 
 def runtime_builder(

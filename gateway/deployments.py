@@ -8,7 +8,9 @@ backend's listener and are applied the same way.
 An operator's change that routes to a version which cannot be loaded is refused. A stored
 deployment (at startup, or from another worker) is applied whatever the state of its
 versions: a damaged one answers its own calls with 503 (see `gateway.repository`), and
-every other version and model keeps serving.
+every other version and model keeps serving. Only while the registry's object store
+cannot be reached is a change from another worker held back (and tried again), so that the
+versions this replica has loaded keep serving instead of ones it cannot load.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import msgspec
 from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.repository import ModelRepository
 from gateway.routing import Policy, Router
-from registry import Manifest, ModelNotFoundError, ModelRegistry
+from registry import Manifest, ModelNotFoundError, ModelRegistry, StoreUnavailableError
 from registry.audit import AuditEntry, AuditLog
 from registry.deployment import (
     Canary,
@@ -37,6 +39,7 @@ from registry.deployment import (
 from registry.state import Change, RevisionConflictError, StateBackend, StateUnavailableError
 
 logger = logging.getLogger(__name__)
+APPLY_RETRY_SECONDS = 5.0
 CONTROLLER = "controller"
 
 
@@ -68,11 +71,20 @@ class DeploymentManager:
         self._repository = repository
         self._router = router
         self._locks: dict[str, asyncio.Lock] = {}
+        self._deferred: dict[str, Deployment] = {}
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Apply the stored deployments and give every registered model one."""
         await self.state.start(self._on_change)
-        for name in await asyncio.to_thread(self.registry.models):
+        try:
+            names = await asyncio.to_thread(self.registry.models)
+        except StoreUnavailableError as exc:
+            # The stored deployments are in force; models without one get theirs on their
+            # first call once the store answers.
+            logger.error("%s; serving the stored deployments", exc)
+            names = []
+        for name in names:
             try:
                 await self.ensure(name)
             except Exception:  # one model's trouble must not keep the others from serving
@@ -254,10 +266,48 @@ class DeploymentManager:
         if policy is not None and policy.deployment.revision >= deployment.revision:
             return  # already applied here (this process made the change, or a resync)
         async with self._lock(model):
+            if policy is not None and not await self._store_answers(deployment):
+                self._apply_later(deployment)
+                return
             try:
                 await self._apply(deployment)
             except Exception:  # keep serving the policy in force; the next change retries
                 logger.exception("cannot apply %s revision %d", model, deployment.revision)
+
+    async def _store_answers(self, deployment: Deployment) -> bool:
+        """Whether the registry's store answers, so the change's versions can be loaded.
+
+        While it does not, the policy in force keeps serving (its versions are loaded):
+        switching would send calls to versions this replica cannot load.
+        """
+        try:
+            await asyncio.to_thread(self.registry.check)
+        except StoreUnavailableError as exc:
+            logger.warning(
+                "%s; %s revision %d is applied once it answers (every %g s)",
+                exc,
+                deployment.model,
+                deployment.revision,
+                APPLY_RETRY_SECONDS,
+            )
+            return False
+        return True
+
+    def _apply_later(self, deployment: Deployment) -> None:
+        """Try a deferred change again later, once per model (the newest change wins)."""
+        waiting = self._deferred.get(deployment.model)
+        self._deferred[deployment.model] = deployment
+        if waiting is not None:
+            return  # its retry is scheduled and will take this newer deployment
+
+        async def retry() -> None:
+            await asyncio.sleep(APPLY_RETRY_SECONDS)
+            newest = self._deferred.pop(deployment.model)
+            await self._on_change(newest.model, newest)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def _load(self, deployment: Deployment, *, strict: bool) -> None:
         """Load every routed version; `strict` raises the first failure, else each failure

@@ -12,6 +12,7 @@ from registry.errors import (
     InvalidNameError,
     InvalidReferenceError,
     ModelNotFoundError,
+    StoreUnavailableError,
 )
 from registry.state import RevisionConflictError, StateDamagedError, StateUnavailableError
 
@@ -90,4 +91,5 @@ REGISTRY_STATUS: list[tuple[type[Exception], int]] = [
     (StateDamagedError, 503),
     (DamagedVersionError, 503),
     (IntegrityError, 503),
+    (StoreUnavailableError, 503),
 ]

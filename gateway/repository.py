@@ -146,7 +146,7 @@ class ModelRepository:
             "cannot serve %s version %d (registry %s); its calls answer 503 and it is tried "
             "again in %g s: %s",
             *key,
-            self.registry.root,
+            self.registry.location,
             self._retry_seconds,
             reason,
         )

@@ -1,6 +1,6 @@
 """Scratch directories that a crash cannot leave behind for long.
 
-Each is named after the process that made it (`PREFIX<pid>-<random>`) and removed when
+Each is named after the process that made it (`PREFIX<pid>.<host>-<random>`) and removed when
 that process is done with it; what a killed process left is removed by `sweep` at the next
 start, which never touches the directory of a process still running (another worker, or
 another gateway on the same host).
@@ -9,21 +9,18 @@ another gateway on the same host).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from registry.files import sweep_scratch
+from registry.files import make_scratch, sweep_scratch
 
 
 def make(prefix: str, parent: Path | None = None) -> Path:
     """A new directory owned by this process (under the system's temporary directory
     unless `parent` is given); the caller removes it."""
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    return make_scratch(Path(tempfile.gettempdir()) if parent is None else parent, prefix)
 
 
 @contextlib.contextmanager

@@ -35,7 +35,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Everything the gateway can be configured with."""
 
     home: Path = Path(".driftgate")
-    """Data directory: the registry (`models/`) and the control state."""
+    """Data directory: the registry (`models/`, unless `registry_url` names another), the
+    embedded control state, and a remote registry's cached artifacts (`cache/`)."""
+    registry_url: str = ""
+    """Where model versions are stored: a local path, or an object store shared by every
+    replica, `s3://bucket/prefix` (AWS, MinIO, Ceph, R2), `gs://bucket/prefix` or
+    `az://container/prefix`, with credentials from the cloud's standard variables
+    (`AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, web identity, ...). Empty: `home/models`."""
+    registry_endpoint: str = ""
+    """The object store's endpoint when it is not the cloud's own: a MinIO or Ceph server,
+    e.g. `http://minio:9000` (plain http is allowed for an http:// endpoint). Empty: the
+    cloud's, or `AWS_ENDPOINT_URL`."""
     host: str = "127.0.0.1"
     """Address `driftgate serve` binds."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
@@ -145,9 +155,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
 
     @property
-    def registry_path(self) -> Path:
-        """Where model versions are stored."""
-        return self.home / "models"
+    def registry_location(self) -> str:
+        """Where model versions are stored: `registry_url`, or the data directory's."""
+        return self.registry_url or str(self.home / "models")
+
+    @property
+    def artifact_cache_path(self) -> Path:
+        """Where a remote registry's artifacts are kept once verified."""
+        return self.home / "cache" / "artifacts"
 
     def sample_rate_of(self, model: str) -> float:
         """The fraction of `model`'s requests the drift monitor sees."""

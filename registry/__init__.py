@@ -8,6 +8,7 @@ from registry.errors import (
     InvalidReferenceError,
     ModelNotFoundError,
     RegistryError,
+    StoreUnavailableError,
 )
 from registry.manifest import (
     CategoricalProfile,
@@ -44,6 +45,7 @@ __all__ = [
     "ReferenceProfile",
     "RegistryError",
     "Signature",
+    "StoreUnavailableError",
     "TensorSpec",
     "parse_version",
     "read_reference",

@@ -29,3 +29,7 @@ class InvalidModelError(RegistryError, ValueError):
 
 class InvalidReferenceError(RegistryError, ValueError):
     """The reference data cannot be matched to the model's inputs."""
+
+
+class StoreUnavailableError(RegistryError):
+    """The object store holding the registry cannot be reached, or refuses the request."""

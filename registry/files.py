@@ -1,26 +1,47 @@
 """Durable writes of small files, and the sweeping of what a killed writer left.
 
-A file is written under a temporary name beside its final one, `.NAME.PID.tmp`, and
+A file is written under a temporary name beside its final one, `.NAME.OWNER.tmp`, and
 renamed into place: a crash mid-write leaves the old file whole. A failed write (a full
 disk) removes its temporary file; a killed writer's is removed by `sweep_temporary` at the
 next start, which never touches the file of a process still running. Scratch directories
-are named the same way, after their process (`PREFIX<pid>-<random>`, see `sweep_scratch`).
+are named the same way, after their process (`PREFIX<OWNER>-<random>`, see `make_scratch`).
+
+OWNER is `PID.HOST` (HOST: a hash of the host name). Whether a process runs can only be
+asked on its own host: on a volume several hosts share (pods on one ReadWriteMany volume),
+another host's leftovers are removed only once they are a day old, never while in use.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
+import socket
+import tempfile
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+FOREIGN_STALE_SECONDS = 24 * 3600.0  # no registration, upload or export takes a day
+
+
+def owner_mark() -> str:
+    """How this process names what it leaves in a directory: `PID.HOST`."""
+    return f"{os.getpid()}.{HOST}"
 
 
 def temporary_path(path: Path) -> Path:
     """Where this process writes `path` before renaming it into place."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{owner_mark()}.tmp")
+
+
+def make_scratch(parent: Path, prefix: str) -> Path:
+    """A new directory `PREFIX<OWNER>-<random>` under `parent`, owned by this process."""
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_mark()}-", dir=parent))
 
 
 def replace_file(path: Path, data: bytes) -> None:
@@ -59,11 +80,13 @@ def install(written: Path, path: Path) -> None:
 
 
 def sweep_temporary(directory: Path) -> list[Path]:
-    """Remove the temporary files (`.NAME.PID.tmp`) in `directory` whose writer is gone."""
+    """Remove the temporary files (`.NAME.OWNER.tmp`) in `directory` whose writer is gone."""
     removed = []
     for entry in directory.glob(".*.tmp") if directory.is_dir() else ():
-        owner = entry.name.removesuffix(".tmp").rpartition(".")[2]
-        if owner.isdecimal() and not process_running(int(owner)) and entry.is_file():
+        rest, _, last = entry.name.removesuffix(".tmp").rpartition(".")
+        # `.NAME.PID.tmp`, as earlier versions named them, was written on this host.
+        owner = last if last.isdecimal() else f"{rest.rpartition('.')[2]}.{last}"
+        if _abandoned(owner, entry) and entry.is_file():
             entry.unlink(missing_ok=True)
             removed.append(entry)
     if removed:
@@ -72,17 +95,29 @@ def sweep_temporary(directory: Path) -> list[Path]:
 
 
 def sweep_scratch(parent: Path, prefix: str) -> list[Path]:
-    """Remove the directories `PREFIX<pid>-...` under `parent` whose process is gone."""
+    """Remove the directories `PREFIX<OWNER>-...` under `parent` whose process is gone."""
     removed = []
     for entry in parent.glob(f"{prefix}*") if parent.is_dir() else ():
         owner = entry.name[len(prefix) :].partition("-")[0]
-        # Not named by a pid: not one of ours (an older gateway's, perhaps): left alone.
-        if entry.is_dir() and owner.isdecimal() and not process_running(int(owner)):
+        if entry.is_dir() and _abandoned(owner, entry):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     if removed:
         logger.info("removed %d scratch directories left by stopped processes", len(removed))
     return removed
+
+
+def _abandoned(owner: str, entry: Path) -> bool:
+    """Whether the writer `PID.HOST` (or `PID`, of this host) of `entry` is gone."""
+    pid, _, host = owner.partition(".")
+    if not pid.isdecimal():
+        return False  # not named by a process: not ours, left alone
+    if host and host != HOST:
+        try:
+            return time.time() - entry.lstat().st_mtime > FOREIGN_STALE_SECONDS
+        except OSError:
+            return False
+    return not process_running(int(pid))
 
 
 def process_running(pid: int) -> bool:

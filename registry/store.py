@@ -1,20 +1,15 @@
-"""The model registry: immutable, numbered, checksummed model versions on disk.
+"""The model registry: immutable, numbered, checksummed model versions.
 
-Layout under the registry root::
+The files live in a `VersionStorage` (registry/storage.py): a local directory, the default,
+or an object store shared by every replica (registry/object_storage.py), with one layout:
 
-    <name>/<version>/model.onnx      the artifact, read-only
-    <name>/<version>/manifest.json   its Manifest, read-only
+    <name>/<version>/model.onnx      the artifact
+    <name>/<version>/manifest.json   its Manifest
 
-A version directory is assembled under a temporary name and renamed into place, so a
-version either exists whole or not at all, and two concurrent registrations can never
-receive the same number (the second rename fails and takes the next one). The temporary
-directory is named after its process (`.staging-<pid>-<random>`): what a killed
-registration left is removed by the next registration of that model, and by `sweep`.
-
-Reading is defensive: the files can still be damaged afterwards (a disk, an operator), and
-one damaged version must fail alone. A version directory counts as a version whatever its
-state, so its number is never reused, and reading it raises `DamagedVersionError` naming
-the file; entries under the root that are not model names are skipped with a warning.
+Reading is defensive: the files can be damaged after registration (a disk, an operator),
+and one damaged version must fail alone. Reading it raises `DamagedVersionError` naming the
+file; entries under the root that are not model names are skipped with a warning. An
+artifact's sha256 is checked before every load, wherever it was read from.
 """
 
 from __future__ import annotations
@@ -22,9 +17,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +24,7 @@ from pathlib import Path
 import msgspec
 import polars as pl
 
+from registry.artifact_cache import ArtifactCache
 from registry.errors import (
     DamagedVersionError,
     IntegrityError,
@@ -40,26 +33,49 @@ from registry.errors import (
     ModelNotFoundError,
 )
 from registry.features import bind_features, reference_inputs
-from registry.files import sweep_scratch
 from registry.manifest import DataFingerprint, Manifest, decode_manifest, encode_manifest
 from registry.names import parse_version, validate_model_name
+from registry.object_storage import ObjectStorage, is_object_url
 from registry.profile import build_profile
 from registry.quality import build_quality
 from registry.signature import open_session, read_signature
+from registry.storage import ARTIFACT, MANIFEST, LocalStorage, VersionStorage
 
-ARTIFACT = "model.onnx"
-MANIFEST = "manifest.json"
-STAGING = ".staging-"
-_RENAME_ATTEMPTS = 100
+_PUBLISH_ATTEMPTS = 100
 _RESTORE = "restore the version's directory from a backup, or register the model again"
 logger = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Registers and reads model versions under one root directory."""
+    """Registers and reads model versions in one storage."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, storage: VersionStorage | Path, *, cache: ArtifactCache | None = None):
+        """`storage`: where the versions are (a path: a local directory). `cache`: local
+        copies of artifacts, for a remote storage."""
+        self.storage = LocalStorage(storage) if isinstance(storage, Path) else storage
+        self.cache = cache
+
+    @classmethod
+    def at(cls, location: str | Path, *, endpoint: str = "", cache: Path) -> ModelRegistry:
+        """The registry at a local path or an object store URL (`s3://bucket/prefix`,
+        `gs://`, `az://`); a remote one keeps verified copies of its artifacts in `cache`.
+
+        Raises:
+            ValueError: a URL of no supported store, or one holding credentials.
+        """
+        if isinstance(location, str) and is_object_url(location):
+            return cls(ObjectStorage(location, endpoint=endpoint), cache=ArtifactCache(cache))
+        if isinstance(location, str) and "://" in location:
+            raise ValueError(
+                f"registry {location!r}: use a local path, or s3://, gs:// or az:// followed "
+                "by the bucket and an optional prefix"
+            )
+        return cls(Path(location))
+
+    @property
+    def location(self) -> str:
+        """Where the versions are, as an operator would write it."""
+        return self.storage.location
 
     def register(
         self,
@@ -110,85 +126,66 @@ class ModelRegistry:
             if target is None
             else build_quality(frame.get_column(target), outputs, signature.outputs)
         )
-        model_dir = self.root / name
-        model_dir.mkdir(parents=True, exist_ok=True)
-        sweep_scratch(model_dir, STAGING)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}{os.getpid()}-", dir=model_dir))
-        try:
-            _write_readonly(staging / ARTIFACT, model)
-            for _ in range(_RENAME_ATTEMPTS):
-                latest = self.latest_version(name)
-                manifest = Manifest(
-                    name=name,
-                    version=latest + 1,
-                    sha256=hashlib.sha256(model).hexdigest(),
-                    size_bytes=len(model),
-                    created_at=datetime.now(UTC),
-                    created_by=actor or _current_user(),
-                    owner=owner,
-                    description=description,
-                    tags=dict(tags or {}),
-                    metrics=dict(metrics or {}),
-                    parent_version=latest or None,
-                    signature=signature,
-                    features=features,
-                    sensitive=tuple(sensitive),
-                    target=target,
-                    training_data=fingerprint,
-                    profile=profile,
-                    quality=quality,
-                )
-                (staging / MANIFEST).unlink(missing_ok=True)
-                _write_readonly(staging / MANIFEST, encode_manifest(manifest))
-                try:
-                    staging.rename(model_dir / str(manifest.version))
-                except OSError:
-                    continue  # another registration took this number first: take the next
-                os.chmod(model_dir / str(manifest.version), 0o555)  # noqa: S103 - read-only
+        attempted = 0
+        for _ in range(_PUBLISH_ATTEMPTS):
+            latest = self.latest_version(name)
+            # Past our last attempt too: an object store does not list a number claimed by a
+            # registration that has not finished (or never will), yet refuses it.
+            manifest = Manifest(
+                name=name,
+                version=max(latest, attempted) + 1,
+                sha256=hashlib.sha256(model).hexdigest(),
+                size_bytes=len(model),
+                created_at=datetime.now(UTC),
+                created_by=actor or _current_user(),
+                owner=owner,
+                description=description,
+                tags=dict(tags or {}),
+                metrics=dict(metrics or {}),
+                parent_version=latest or None,
+                signature=signature,
+                features=features,
+                sensitive=tuple(sensitive),
+                target=target,
+                training_data=fingerprint,
+                profile=profile,
+                quality=quality,
+            )
+            attempted = manifest.version
+            if self.storage.publish(name, attempted, model, encode_manifest(manifest)):
                 return manifest
-            raise RuntimeError(f"could not allocate a version number for {name!r}")
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        raise RuntimeError(f"could not allocate a version number for {name!r}")
 
-    def sweep(self) -> list[Path]:
-        """Remove the staging directories of registrations whose process was killed."""
-        if not self.root.is_dir():
-            return []
-        return [
-            removed
-            for entry in self.root.iterdir()
-            if entry.is_dir() and not entry.name.startswith(".")
-            for removed in sweep_scratch(entry, STAGING)
-        ]
+    def sweep(self) -> list[str]:
+        """Remove what killed registrations left (staging directories, half-written cached
+        copies); returns what was removed."""
+        removed = self.storage.sweep()
+        return removed + (self.cache.sweep() if self.cache is not None else [])
+
+    def check(self) -> None:
+        """Return if the storage answers.
+
+        Raises:
+            StoreUnavailableError: it does not, saying why.
+        """
+        self.storage.check()
 
     def models(self) -> list[str]:
         """Names of every model with at least one version, sorted; other entries under the
         root (a copied `wine backup/`) are logged and skipped."""
-        if not self.root.is_dir():
-            return []
         names = []
-        for entry in self.root.iterdir():
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
+        for entry in self.storage.names():
             try:
-                validate_model_name(entry.name)
-                if self.versions(entry.name):
-                    names.append(entry.name)
+                validate_model_name(entry)
+                if self.storage.versions(entry):
+                    names.append(entry)
             except (InvalidNameError, OSError) as exc:
-                logger.warning("ignoring %s in the registry: %s", entry, exc)
+                logger.warning("ignoring %s in the registry %s: %s", entry, self.location, exc)
         return sorted(names)
 
     def versions(self, name: str) -> list[int]:
         """Registered versions of `name`, ascending (empty if none), damaged ones included."""
-        model_dir = self.root / validate_model_name(name)
-        if not model_dir.is_dir():
-            return []
-        return sorted(
-            number
-            for entry in model_dir.iterdir()
-            if (number := _version_number(entry.name)) is not None and entry.is_dir()
-        )
+        return sorted(self.storage.versions(validate_model_name(name)))
 
     def latest_version(self, name: str) -> int:
         """The highest version number of `name`, or 0 if it has none."""
@@ -225,6 +222,8 @@ class ModelRegistry:
             DamagedVersionError: a file of the version is missing or unreadable.
         """
         manifest = self.manifest(name, version)
+        if self.cache is not None and (model := self.cache.get(manifest.sha256)) is not None:
+            return manifest, model
         model = self._read(name, manifest.version, ARTIFACT)
         digest = hashlib.sha256(model).hexdigest()
         if digest != manifest.sha256 or len(model) != manifest.size_bytes:
@@ -234,13 +233,15 @@ class ModelRegistry:
                 f"({manifest.size_bytes} bytes); the artifact was modified and is refused; "
                 f"{_RESTORE}"
             )
+        if self.cache is not None:
+            self.cache.put(manifest.sha256, model)
         return manifest, model
 
     def _read(self, name: str, version: int, filename: str) -> bytes:
         """A file of a version; messages name the version and file, never the server's path
         (they reach callers of the data plane)."""
         try:
-            return (self._version_dir(name, version) / filename).read_bytes()
+            return self.storage.read(validate_model_name(name), version, filename)
         except FileNotFoundError as exc:
             raise DamagedVersionError(
                 f"{name} version {version}: {filename} is missing; {_RESTORE}"
@@ -260,18 +261,6 @@ class ModelRegistry:
         if number not in versions:
             raise ModelNotFoundError(f"model {name!r} has no version {number}")
         return number
-
-    def _version_dir(self, name: str, version: int) -> Path:
-        return self.root / validate_model_name(name) / str(version)
-
-
-def _version_number(entry: str) -> int | None:
-    """The version a directory name holds in canonical form ("7", not "07" or "²")."""
-    try:
-        number = parse_version(entry)
-    except InvalidNameError:
-        return None
-    return number if str(number) == entry else None
 
 
 def read_reference(path: Path) -> pl.DataFrame:
@@ -293,14 +282,6 @@ def _sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_readonly(path: Path, data: bytes) -> None:
-    with path.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    path.chmod(0o444)
 
 
 def _current_user() -> str:

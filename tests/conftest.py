@@ -20,6 +20,8 @@ from gateway.demo import train_demo_model
 from gateway.settings import Settings
 from registry import ModelRegistry
 from tests import models
+from tests.object_store import BUCKET, S3Server
+from tests.object_store import CREDENTIALS as S3_CREDENTIALS
 
 
 @pytest.fixture(scope="session")
@@ -201,3 +203,18 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+@pytest.fixture
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A fresh S3 server with an empty bucket `models`; the AWS variables name its test
+    credentials for this test's process and the gateways it starts."""
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    server = S3Server(free_port())
+    server.start()
+    try:
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        server.stop()

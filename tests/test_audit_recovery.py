@@ -31,6 +31,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from registry.audit import AuditEntry, AuditHead, AuditLog, verify_log
 from registry.deployment import Deployment
+from registry.files import temporary_path
 from registry.state import Change
 from registry.state_embedded import EmbeddedState
 from registry.state_redis import RedisState
@@ -308,7 +309,7 @@ async def test_a_head_that_cannot_be_recorded_does_not_undo_the_commit(
     acknowledged = [await state.commit(_change(0))]
     # The head's temporary file cannot be written (here: a directory is in its way, as a
     # full disk would refuse it) after the entry is on disk: the change is made all the same.
-    blocker = tmp_path / f".audit.head.{os.getpid()}.tmp"
+    blocker = temporary_path(tmp_path / "audit.head")
     blocker.mkdir()
     acknowledged.append(await _commit_next(state))
     blocker.rmdir()
