@@ -33,6 +33,8 @@ from registry.rollout import RolloutConfig, RolloutState
 
 Manager = NamedDependency[DeploymentManager]
 
+STORE_PROBE_SECONDS = 2.0  # what /admin/status waits for the model store
+
 
 class Reason(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Why an operator acts; recorded in the audit log."""
@@ -241,11 +243,16 @@ async def status(
 ) -> dict[str, Any]:
     """Versions loaded, deployments in force, state backend and model store health, shadow
     queue, and whether this process leads the rollout controller."""
-    try:
-        await asyncio.to_thread(manager.registry.check)
-        store_error = None
+    store_error = None
+    try:  # a status must answer while the store does not: its probe gets two seconds
+        await asyncio.wait_for(asyncio.to_thread(manager.registry.check), STORE_PROBE_SECONDS)
     except StoreUnavailableError as exc:
         store_error = str(exc)
+    except TimeoutError:
+        store_error = (
+            f"the model store {manager.registry.location} did not answer within "
+            f"{STORE_PROBE_SECONDS:g} s"
+        )
     return {
         "registry": {
             "location": manager.registry.location,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -148,9 +148,26 @@ def settle(
     return result, joined
 
 
+def accept_resent(result: FeedbackResult, resent: Collection[str]) -> FeedbackResult:
+    """`result` with the labels sent again (found joined with the same label) accepted: a
+    client that never got the answer to its first request loses nothing by retrying."""
+    if not resent:
+        return result
+    return msgspec.structs.replace(
+        result,
+        accepted=result.accepted + len(resent),
+        unknown=[key for key in result.unknown if key not in resent],
+    )
+
+
+def as_labels(label: Any) -> list[Any]:
+    """A label as stored: one per row."""
+    return label if isinstance(label, list) else [label]
+
+
 def _score(traffic: TrafficPanes, entry: Remembered, label: Any) -> list[Any] | None:
     """Count a label against its prediction; None (nothing counted) if it does not fit."""
-    labels = label if isinstance(label, list) else [label]
+    labels = as_labels(label)
     if len(labels) != len(entry.predictions):
         return None
     try:
@@ -197,10 +214,13 @@ class LocalPredictionLog:
             self._forget(next(iter(self._entries)))
 
     async def join(self, items: list[FeedbackItem]) -> FeedbackResult:
-        """Score every item whose prediction is remembered; report the others."""
-        result, joined = settle(self._traffic, items, self.take(item.id for item in items))
+        """Score every item whose prediction is remembered; report the others. A label sent
+        again, the same, is accepted and not counted twice (a retry)."""
+        resent = {item.id for item in items if self._labels.get(item.id) == as_labels(item.label)}
+        fresh = [item for item in items if item.id not in resent]
+        result, joined = settle(self._traffic, fresh, self.take(item.id for item in fresh))
         self.keep_labels(joined)
-        return result
+        return accept_resent(result, resent)
 
     def take(self, request_ids: Iterable[str]) -> dict[str, Found]:
         """Remove and return the entries of those ids; "expired" for recently forgotten ids."""

@@ -55,7 +55,10 @@ _DEPLOYMENT = msgspec.json.Decoder(Deployment)
 _COMMIT_ATTEMPTS = 20
 _TAIL = 8  # last stream entries read to find a readable one to chain onto
 RETRY_INTERVAL = 0.25  # seconds between reconnection attempts while Redis is down
-PING_INTERVAL = 0.5  # seconds: a dead connection is noticed within about this long
+PING_INTERVAL = 0.5  # seconds between pings on the subscription's connection
+# A connection that has answered nothing (not even a ping) for this long is dead: a silent
+# partition raises no error until TCP gives up, minutes later.
+SILENT_SECONDS = 2.0
 
 # A commit, or a restoration (several deployments, a new epoch); "" stands for absent.
 # KEYS: epoch, head, deployments, audit stream, changes channel
@@ -345,9 +348,13 @@ class RedisState:
         while not self._closing.is_set():
             try:
                 await self._listen()
-            except (RedisError, OSError, StateUnavailableError) as exc:
+            except Exception as exc:  # whatever ends the listener: start again
                 if self._closing.is_set():
                     return
+                if not isinstance(exc, RedisError | OSError | StateUnavailableError):
+                    # uvloop raises RuntimeError on a transport closed under a read; the
+                    # listener must outlive it, or changes stop arriving for good.
+                    logger.warning("Redis listener failed (%r); reconnecting", exc)
                 was_healthy, before = self._healthy, self._error
                 error = self._failed(exc)
                 if was_healthy or type(before) is not type(error):  # once per kind of trouble
@@ -361,24 +368,39 @@ class RedisState:
         async with self._redis.pubsub() as pubsub:
             await pubsub.subscribe(self._channel)
             # Read everything after subscribing, so no change falls between the two.
-            for model, deployment in (await self._sync()).deployments.items():
-                await self._notify(model, deployment)
-            if not self._healthy:
-                logger.info("connected to Redis")
-            self._healthy = True
-            self._error = None
+            await self._resync()
             self._connected.set()
             loop = asyncio.get_running_loop()
-            last_ping = loop.time()
+            last_ping = last_heard = loop.time()
             while not self._closing.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-                if message is not None and message["type"] == "message":
-                    model = _text(message["data"])
-                    store = await self._sync()  # the epoch too: a write after a loss is seen
-                    await self._notify(model, store.deployments.get(model))
-                if loop.time() - last_ping > PING_INTERVAL:
+                now = loop.time()
+                if message is not None:  # a change, or the answer to a ping
+                    last_heard = now
+                    if message["type"] == "message":
+                        model = _text(message["data"])
+                        store = await self._sync()  # the epoch too: a write after a loss
+                        await self._notify(model, store.deployments.get(model))
+                if not self._healthy:
+                    # A write failed while this connection lived: changes may have been
+                    # missed meanwhile; reading everything again also proves Redis answers.
+                    await self._resync()
+                if now - last_heard > SILENT_SECONDS:
+                    raise StateUnavailableError(
+                        f"Redis has not answered for {SILENT_SECONDS:g} s (a partition?)"
+                    )
+                if now - last_ping > PING_INTERVAL:
                     await pubsub.ping()
-                    last_ping = loop.time()
+                    last_ping = now
+
+    async def _resync(self) -> None:
+        """Read every deployment, apply it, and count Redis healthy again."""
+        for model, deployment in (await self._sync()).deployments.items():
+            await self._notify(model, deployment)
+        if not self._healthy:
+            logger.info("connected to Redis")
+        self._healthy = True
+        self._error = None
 
     def _decode(self, model: str, raw: bytes | str) -> Deployment | None:
         """A stored deployment; a damaged one is logged and treated as absent, so the

@@ -121,8 +121,12 @@ def test_labels_sent_to_another_replica_join_and_count_on_both(
             for index, value in enumerate(predicted)
         ]
         assert label_until_joined(b, items) == 20
-        again = label(a, items[:1])  # joined once in the whole cluster, even by its server
-        assert (again["accepted"], again["unknown"]) == (0, ["a0"])
+        # Joined once in the whole cluster, even by its server: the same label again is a
+        # retry (accepted, not counted), another label unknown.
+        again = label(a, items[:1])
+        assert (again["accepted"], again["unknown"]) == (1, [])
+        other = label(a, [{"id": "a0", "label": (items[0]["label"] + 1) % 3}])
+        assert (other["accepted"], other["unknown"]) == (0, ["a0"])
         for client in (a, b):  # scored on B; the panes of both merge through Redis
             report = quality(client, labelled=20)
             assert report["realized_accuracy"] == pytest.approx(0.75)

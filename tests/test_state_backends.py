@@ -14,6 +14,7 @@ from registry.state import Change, RevisionConflictError, StateBackend
 from registry.state_embedded import EmbeddedState
 from registry.state_redis import RedisState
 from tests.conftest import RedisServer
+from tests.proxy import ReplyDropper
 
 Seen = list[tuple[str, Deployment | None]]
 pytestmark = pytest.mark.anyio
@@ -125,3 +126,45 @@ async def test_a_crash_mid_write_leaves_the_old_deployments(tmp_path: Path) -> N
     # A writer that died after writing its temporary file but before renaming it:
     (tmp_path / ".deployments.json.999.tmp").write_bytes(b'{"m": {"model": "m", "sta')
     assert await state.deployments() == {"m": deployment}
+
+
+async def test_a_silent_partition_is_noticed_and_healed(redis_server: RedisServer) -> None:
+    """Redis's replies stop arriving (no error: the partition is silent). The backend says
+    so within seconds, and when they flow again it is healthy and has every change made
+    meanwhile through another gateway."""
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    cut = RedisState(f"redis://127.0.0.1:{proxy.port}/0")
+    writer = RedisState(redis_server.url)
+    seen: Seen = []
+
+    async def record(model: str, deployment: Deployment | None) -> None:
+        seen.append((model, deployment))
+
+    async def ignore(_: str, __: Deployment | None) -> None:
+        return None
+
+    await cut.start(record)
+    await writer.start(ignore)
+    try:
+        assert cut.healthy
+        proxy.drop = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while cut.healthy:
+            assert loop.time() - started < 5.0, "a silent partition went unnoticed"
+            await asyncio.sleep(0.05)
+        assert cut.error is not None
+        deployment = Deployment(model="m", stable=1, revision=1)
+        await writer.commit(set_change(deployment, 0))  # made while this gateway is cut off
+
+        proxy.drop = False
+        await proxy.reset()  # what the partition left half-read is gone with it
+        started = loop.time()
+        while not (cut.healthy and ("m", deployment) in seen):
+            assert loop.time() - started < 5.0, "not resynced after the partition"
+            await asyncio.sleep(0.05)
+    finally:
+        await cut.close()
+        await writer.close()
+        await proxy.close()

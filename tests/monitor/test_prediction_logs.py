@@ -9,13 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 
 from monitor.episodes import EpisodeStore, LocalEpisodes, RedisEpisodes
-from monitor.feedback import FeedbackItem, FeedbackResult, LocalPredictionLog, PredictionLog
+from monitor.feedback import (
+    FeedbackItem,
+    FeedbackResult,
+    LocalPredictionLog,
+    PredictionLog,
+    PredictionLogUnavailableError,
+)
 from monitor.feedback_redis import RedisPredictionLog
 from monitor.traffic import TrafficPanes, outcomes
 from registry import Manifest, ModelRegistry
 from tests.conftest import RedisServer
+from tests.proxy import ReplyDropper
 
 pytestmark = pytest.mark.anyio
 Pair = tuple[PredictionLog, PredictionLog, TrafficPanes]
@@ -100,8 +108,13 @@ async def test_a_label_joins_once_wherever_it_arrives(manifest: Manifest, pair: 
     assert await join_until_known(receiver, items) == FeedbackResult(2, [], [], [])
     window = outcomes(traffic.own("affine", 1).values())
     assert (window.labelled, window.abs_error) == (3, 2.0 + 0.0 + 2.0)
-    again = await server.join([FeedbackItem("r1", 1.0), FeedbackItem("never", 1.0)])
-    assert again == FeedbackResult(0, ["r1", "never"], [], [])
+    # Joined once: the same label again is a retry, accepted and not counted again; another
+    # label is unknown, as one for an id never seen.
+    again = await server.join(
+        [FeedbackItem("r1", 1.0), FeedbackItem("r2", [9.0, 9.0]), FeedbackItem("never", 1.0)]
+    )
+    assert again == FeedbackResult(1, ["r2", "never"], [], [])
+    assert outcomes(traffic.own("affine", 1).values()).labelled == 3
     # Both sides find the labels for an export, whichever joined them (written in the
     # background on Redis, as predictions are).
     for log in (server, receiver):
@@ -158,3 +171,56 @@ async def test_an_episode_is_claimed_once_until_it_runs_out(
     assert await leader.claim("m", 3, 0.3)
     for store in {id(leader): leader, id(successor): successor}.values():
         await store.close()
+
+
+async def test_a_label_whose_reply_was_lost_is_accepted_again_and_scored_once(
+    manifest: Manifest, redis_server: RedisServer
+) -> None:
+    """The taker's script ran but its reply never came back: it answered 'unavailable', and
+    the label sent again (to another replica) is accepted, scored once, by a take-over."""
+    proxy = ReplyDropper(redis_server.port)
+    await proxy.start()
+    server_traffic, cut_traffic, other_traffic = (
+        TrafficPanes(pane_seconds=60.0, max_panes=5) for _ in range(3)
+    )
+    server = RedisPredictionLog(redis_server.url, server_traffic)
+    cut = RedisPredictionLog(f"redis://127.0.0.1:{proxy.port}/0", cut_traffic)
+    other = RedisPredictionLog(redis_server.url, other_traffic, claim_seconds=0.5)
+    for log in (server, cut, other):
+        await log.start()
+    try:
+        server.remember("r1", manifest, outputs(3.0))
+        for _ in range(100):
+            if await redis_server_has(redis_server, "r1"):
+                break
+            await asyncio.sleep(0.02)
+        proxy.drop = True
+        with pytest.raises(PredictionLogUnavailableError):
+            await cut.join([FeedbackItem("r1", 1.0)])
+        proxy.drop = False
+
+        again = await other.join([FeedbackItem("r1", 1.0)])
+        assert again == FeedbackResult(1, [], [], [])  # accepted, to be scored by a take-over
+        await asyncio.sleep(0.6)
+        await other.take_over_claims()  # unless its writer, which looks too, took it first
+        window = outcomes(other_traffic.own("affine", 1).values())
+        assert (window.labelled, window.abs_error) == (1, 2.0)
+        await asyncio.sleep(0.6)
+        assert await other.take_over_claims() == 0  # settled: taken over once
+        assert outcomes(cut_traffic.own("affine", 1).values()).labelled == 0
+        assert await other.join([FeedbackItem("r1", 2.0)]) == FeedbackResult(0, ["r1"], [], [])
+        assert await other.join([FeedbackItem("r1", 1.0)]) == FeedbackResult(1, [], [], [])
+        assert outcomes(other_traffic.own("affine", 1).values()).labelled == 1
+        assert await server.labels(["r1"]) in ({"r1": [1.0]}, {})
+    finally:
+        for log in (server, cut, other):
+            await log.close()
+        await proxy.close()
+
+
+async def redis_server_has(redis_server: RedisServer, request_id: str) -> bool:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        return bool(await client.hexists("driftgate:predictions", request_id))
+    finally:
+        await client.aclose()
