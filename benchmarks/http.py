@@ -4,13 +4,15 @@ Each server runs in turn as its own process pinned to one CPU, with wrk pinned t
 over loopback. All of them receive the same Open Inference Protocol JSON request (one row
 of 20 floats); the infer servers answer it from the same ONNX model. The model's own cost
 (ONNX Runtime, batch 1, in-process) is measured too, as the limit for inference. Per server
-and connection count: the median of several wrk runs, after one warm-up run.
+and connection count: the median of several wrk runs, after one warm-up run, with the CPU
+time the server's processes used per request (read from /proc around each run).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import shutil
@@ -33,9 +35,10 @@ from benchmarks.models import (
     register_all,
     request_row,
 )
+from benchmarks.otlp import Receiver, otlp_receiver
 from benchmarks.report import Report, machine_info
 from benchmarks.scenario import BenchmarkError
-from benchmarks.servers import Server, post, serving, uvicorn_command
+from benchmarks.servers import Server, cpu_seconds, post, serving, uvicorn_command
 from benchmarks.wrk import WrkResult, post_script, require_wrk, run_wrk, wrk_version
 from registry import ModelRegistry
 from registry.deployment import Canary, Deployment
@@ -61,6 +64,8 @@ class GatewayVariant:
     """`DRIFTGATE_*` settings of the server process."""
     setup: Callable[[Path], None] | None = None
     """Prepares its data directory (models already registered), e.g. a canary deployment."""
+    otlp: bool = False
+    """Exports its traces to an OTLP/HTTP receiver that the benchmark runs on loopback."""
 
 
 def canary_at_ten_percent(home: Path) -> None:
@@ -104,6 +109,19 @@ GATEWAY_VARIANTS = (
         environ={**_REAL_PATH, "DRIFTGATE_BATCHING": '{"max_batch_size": 32}'},
         setup=canary_at_ten_percent,
     ),
+    # Issue 12: what tracing costs at a production sampling rate (compare with `gateway`).
+    GatewayVariant(
+        name=summary.TRACED,
+        description="the same as gateway, traced: 1% of calls sampled, exported over OTLP/HTTP",
+        environ={
+            **_REAL_PATH,
+            "DRIFTGATE_TRACING": "true",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        },
+        setup=canary_at_ten_percent,
+        otlp=True,
+    ),
 )
 
 
@@ -124,6 +142,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 1 run of 1 s (unless given above)"
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run the servers at once, their runs taking turns (fairer ratios on a busy machine)",
     )
     parser.add_argument(
         "--model", choices=sorted(MODELS), default="mlp", help="the model served (mlp)"
@@ -170,7 +193,10 @@ def run(args: argparse.Namespace) -> Report:
     machine = machine_info(PACKAGES)
     if machine.load_average[0] > BUSY_LOAD:
         _progress(f"warning: load average {machine.load_average[0]}: other work will skew figures")
-    with tempfile.TemporaryDirectory(prefix="driftgate-bench-") as temp:
+    with (
+        tempfile.TemporaryDirectory(prefix="driftgate-bench-") as temp,
+        otlp_receiver() as receiver,
+    ):
         root = Path(temp)
         artifacts = build_artifacts(root / "artifacts")
         row = request_row()
@@ -185,15 +211,26 @@ def run(args: argparse.Namespace) -> Report:
         )
         _progress(f"ONNX Runtime alone, {args.model}, batch 1")
         limit = ort_limit(artifacts[args.model], row, cpu=server_cpu)
-        servers = [s for s in _servers(root, artifacts, args.model) if s.name in args.servers]
+        servers = [
+            s for s in _servers(root, artifacts, args.model, receiver) if s.name in args.servers
+        ]
         measurements = []
-        for server in servers:
-            with serving(server, cpu=server_cpu, log=root / f"{server.name}.log") as url:
-                target = f"{url}/v2/models/{args.model}/infer"
-                answer = post(target, body)  # a 200 first: never measure an error page
-                if server.role != "limit":
-                    _check_answer(server.name, answer, limit.output)
-                measurements += _measure(server.name, target, load)
+        # In turn, each server alone; or all at once, their runs taking turns, so that a
+        # change in the machine's other load falls on every server alike.
+        for group in [servers] if args.interleave else [[server] for server in servers]:
+            with contextlib.ExitStack() as stack:
+                targets = []
+                for server in group:
+                    log = root / f"{server.name}.log"
+                    running = stack.enter_context(serving(server, cpu=server_cpu, log=log))
+                    target = _Target(
+                        server.name, f"{running.url}/v2/models/{args.model}/infer", running.pid
+                    )
+                    answer = post(target.url, body)  # a 200 first: never measure an error page
+                    if server.role != "limit":
+                        _check_answer(server.name, answer, limit.output)
+                    targets.append(target)
+                measurements += _measure(targets, load)
     options = {
         "model": args.model,
         "connections": load.connections,
@@ -203,6 +240,8 @@ def run(args: argparse.Namespace) -> Report:
         "load_cpu": load_cpu,
         "wrk": wrk_version(wrk),
         "request_bytes": len(body),
+        "otlp_spans_received": receiver.spans,
+        "interleaved": args.interleave,
         "servers": {s.name: {"role": s.role, "description": s.description} for s in servers},
     }
     subjects = [server.name for server in servers if server.role == "subject"]
@@ -220,23 +259,42 @@ def run(args: argparse.Namespace) -> Report:
     )
 
 
-def _measure(name: str, url: str, load: _Load) -> list[summary.Measurement]:
-    """One warm-up run at the most connections, then `runs` runs per connection count."""
-    _progress(f"{name}: warm-up")
-    load.once(url, max(load.connections))
+@dataclass(frozen=True)
+class _Target:
+    """A running server's infer URL and process."""
+
+    name: str
+    url: str
+    pid: int
+
+
+def _measure(targets: list[_Target], load: _Load) -> list[summary.Measurement]:
+    """One warm-up run each at the most connections, then `runs` runs per connection count
+    (the targets taking turns), each with the CPU time the server (its process and
+    workers) used meanwhile."""
+    for target in targets:
+        _progress(f"{target.name}: warm-up")
+        load.once(target.url, max(load.connections))
     measurements = []
     for connections in load.connections:
         for index in range(load.runs):
-            point = summary.measurement(name, connections, load.once(url, connections))
-            measurements.append(point)
-            _progress(
-                f"{name} c={connections} run {index + 1}/{load.runs}: "
-                f"{point.requests_per_s:,.0f} req/s, p50 {point.p50_ms:.3f} ms"
-            )
+            for target in targets:
+                before = cpu_seconds(target.pid)
+                result = load.once(target.url, connections)
+                cpu = cpu_seconds(target.pid) - before
+                point = summary.measurement(target.name, connections, result, cpu_seconds=cpu)
+                measurements.append(point)
+                _progress(
+                    f"{target.name} c={connections} run {index + 1}/{load.runs}: "
+                    f"{point.requests_per_s:,.0f} req/s, p50 {point.p50_ms:.3f} ms, "
+                    f"{point.cpu_us:.1f} CPU us/req"
+                )
     return measurements
 
 
-def _servers(root: Path, artifacts: Mapping[str, Path], model: str) -> list[Server]:
+def _servers(
+    root: Path, artifacts: Mapping[str, Path], model: str, receiver: Receiver
+) -> list[Server]:
     """The limit, every gateway variant (each with a fresh data directory), then the peer."""
     servers = [
         Server(
@@ -257,7 +315,11 @@ def _servers(root: Path, artifacts: Mapping[str, Path], model: str) -> list[Serv
                 role="subject",
                 description=variant.description,
                 command=functools.partial(_gateway_command, home),
-                environ={"DRIFTGATE_LOG_LEVEL": "warning", **variant.environ},
+                environ={
+                    "DRIFTGATE_LOG_LEVEL": "warning",
+                    **variant.environ,
+                    **({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url} if variant.otlp else {}),
+                },
             )
         )
     servers.append(

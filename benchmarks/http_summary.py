@@ -18,6 +18,8 @@ from benchmarks.wrk import WrkResult
 
 LIMIT, PEER = "raw-hello", "fastapi"
 """The names of the server that is the limit, and of the peer."""
+PLAIN, TRACED = "gateway", "gateway-traced"
+"""The gateway variants whose ratio is the cost of tracing (1% sampled)."""
 
 # Issue 6, "Targets": ratios in one run, medians of 3.
 AT_LEAST_LIMIT_SHARE = 0.5  # gateway req/s >= 0.5 x raw hello, at 64 connections
@@ -35,10 +37,14 @@ class Measurement(msgspec.Struct, frozen=True, kw_only=True):
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float
+    """CPU time the server's processes used per request (user + system, from /proc)."""
     wrk: WrkResult
 
 
-def measurement(server: str, connections: int, result: WrkResult) -> Measurement:
+def measurement(
+    server: str, connections: int, result: WrkResult, *, cpu_seconds: float
+) -> Measurement:
     """A run's figures; a run that got error responses is refused, not reported."""
     if result.status_errors:
         raise BenchmarkError(
@@ -53,6 +59,7 @@ def measurement(server: str, connections: int, result: WrkResult) -> Measurement
         requests_per_s=result.requests_per_s,
         p50_ms=result.latency_us.p50 / 1000,
         p99_ms=result.latency_us.p99 / 1000,
+        cpu_us=cpu_seconds * 1e6 / result.requests,
         wrk=result,
     )
 
@@ -63,6 +70,7 @@ class Point(msgspec.Struct, frozen=True, kw_only=True):
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float
     spread: float
     """(max - min) / median of the runs' req/s: how much to trust the median."""
     socket_errors: int
@@ -81,6 +89,7 @@ def points(measurements: Iterable[Measurement]) -> dict[tuple[str, int], Point]:
             requests_per_s=median,
             p50_ms=statistics.median(run.p50_ms for run in runs),
             p99_ms=statistics.median(run.p99_ms for run in runs),
+            cpu_us=statistics.median(run.cpu_us for run in runs),
             spread=(max(rates) - min(rates)) / median,
             socket_errors=sum(run.wrk.socket_errors for run in runs),
         )
@@ -93,7 +102,16 @@ def tables(
     """The per-server table, the ratios of each subject, and the limits."""
     by_point = points(measurements)
     rows: list[tuple[Cell, ...]] = [
-        (server, connections, p.requests_per_s, p.p50_ms, p.p99_ms, 100 * p.spread, p.socket_errors)
+        (
+            server,
+            connections,
+            p.requests_per_s,
+            p.p50_ms,
+            p.p99_ms,
+            p.cpu_us,
+            100 * p.spread,
+            p.socket_errors,
+        )
         for (server, connections), p in by_point.items()
     ]
     ratios: list[tuple[Cell, ...]] = [
@@ -111,9 +129,19 @@ def tables(
     return [
         Table(
             title=title,
-            columns=("server", "conns", "req/s", "p50 ms", "p99 ms", "spread %", "sock err"),
+            columns=(
+                "server",
+                "conns",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "CPU us/req",
+                "spread %",
+                "sock err",
+            ),
             rows=tuple(rows),
         ),
+        *_tracing_cost(by_point),
         Table(
             title="req/s ratios (same run)",
             columns=("server", "conns", f"x {LIMIT}", f"x {PEER}"),
@@ -195,6 +223,23 @@ def _batching_checks(by_point: dict[tuple[str, int], Point], most: int) -> list[
             )
         )
     return found
+
+
+def _tracing_cost(by_point: dict[tuple[str, int], Point]) -> list[Table]:
+    """The traced gateway against the plain one, per connection count, when both ran."""
+    rows: list[tuple[Cell, ...]] = [
+        (
+            connections,
+            by_point[(TRACED, connections)].requests_per_s / point.requests_per_s,
+            by_point[(TRACED, connections)].cpu_us / point.cpu_us,
+        )
+        for (server, connections), point in by_point.items()
+        if server == PLAIN and (TRACED, connections) in by_point
+    ]
+    if not rows:
+        return []
+    columns = ("conns", f"req/s {TRACED} / {PLAIN}", f"CPU us/req {TRACED} / {PLAIN}")
+    return [Table(title="tracing at 1% (same run)", columns=columns, rows=tuple(rows))]
 
 
 def _ratio(

@@ -64,9 +64,19 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Running:
+    """A server that answers: where, and its process (whose workers are its children)."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
-def serving(server: Server, *, cpu: int | None, log: Path, timeout_s: float = 60) -> Iterator[str]:
-    """Run `server` until the block ends; yields its base URL once it answers ready.
+def serving(
+    server: Server, *, cpu: int | None, log: Path, timeout_s: float = 60
+) -> Iterator[Running]:
+    """Run `server` until the block ends; yields it once it answers ready.
 
     Its output goes to `log`, whose tail is quoted if it fails to start.
     """
@@ -85,7 +95,7 @@ def serving(server: Server, *, cpu: int | None, log: Path, timeout_s: float = 60
         url = f"http://{HOST}:{port}"
         try:
             _wait_ready(url + server.ready_path, process, log, timeout_s)
-            yield url
+            yield Running(url, process.pid)
         finally:
             process.terminate()
             try:
@@ -93,6 +103,32 @@ def serving(server: Server, *, cpu: int | None, log: Path, timeout_s: float = 60
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process `pid` and every live descendant
+    (uvicorn's workers), from /proc: what a server costs, whatever its process layout."""
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it exited meanwhile
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = text[text.rindex(")") + 2 :].split()
+        process = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(process)
+        used[process] = (int(fields[11]) + int(fields[12])) / _TICKS
+    total, stack = 0.0, [pid]
+    while stack:
+        process = stack.pop()
+        total += used.get(process, 0.0)
+        stack += children.get(process, [])
+    return total
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

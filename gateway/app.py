@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response
@@ -12,12 +13,15 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router, sweep_uploads
 from gateway.auth import LABELS, TokenGuard, parse_tokens
 from gateway.components import (
     drift_panes,
+    inference_log,
     leadership,
     monitor_config,
     open_registry,
@@ -32,9 +36,10 @@ from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
 from gateway.error_docs import document_errors
 from gateway.errors import GatewayError, disk_full, status_of
-from gateway.fast_infer import FastInfer
+from gateway.fast_infer import AccessLoggedInfer, FastInfer
 from gateway.http import inference_router
 from gateway.infer_docs import document_infer
+from gateway.logs import configure as configure_logging
 from gateway.monitor_api import monitor_router
 from gateway.protocol import ErrorResponse
 from gateway.repository import ModelRepository
@@ -45,6 +50,7 @@ from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
+from gateway.tracing import TracedDataPlane, tracing_of
 from monitor.agreement import ShadowAgreement
 from monitor.drift import DriftMonitor
 from monitor.kernels import warm_up
@@ -52,6 +58,7 @@ from monitor.metrics import GatewayMetrics
 from monitor.quality import QualityMonitor
 from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes
+from monitor.webhooks import WebhookSender
 from registry import (
     RegistryError,
 )
@@ -59,9 +66,12 @@ from registry import (
 logger = logging.getLogger("driftgate")
 
 
-def create_app(settings: Settings) -> FastInfer:
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> ASGIApp:
     """A gateway serving the registry under `settings.home`: the Litestar app, with the
-    infer calls taken ahead of it by the lean path (`gateway.fast_infer`)."""
+    infer calls taken ahead of it by the lean path (`gateway.fast_infer`), traced when
+    `settings.tracing` is on or a `tracer_provider` is given (`gateway.tracing`)."""
+    tracing = tracing_of(settings.tracing, tracer_provider)
+    tracer = tracing.tracer if tracing is not None else None
     registry = open_registry(settings)
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="driftgate-infer")
     panes = drift_panes(settings)
@@ -71,7 +81,7 @@ def create_app(settings: Settings) -> FastInfer:
     predictions = prediction_log(settings, traffic, metrics)
     monitor = DriftMonitor(config, panes, predictions, QualityMonitor(traffic, panes))
     repository = ModelRepository(
-        registry, runtime_builder(settings, executor, metrics), on_load=monitor.watch
+        registry, runtime_builder(settings, executor, metrics, tracer), on_load=monitor.watch
     )
     router = Router()
     deployments = DeploymentManager(
@@ -88,10 +98,13 @@ def create_app(settings: Settings) -> FastInfer:
         ShadowAgreement(),
         capacity=settings.shadow_queue_size,
         workers=settings.shadow_workers,
+        tracer=tracer,
     )
     state_metrics = StateCollector(router, deployments, mirror, monitor, repository)
     metrics.registry.register(state_metrics)
-    dataplane = DataPlane(
+    call_log = inference_log(settings, metrics)  # None while no model's calls are logged
+    make_dataplane = DataPlane if tracer is None else partial(TracedDataPlane, tracer=tracer)
+    dataplane = make_dataplane(
         repository=repository,
         router=router,
         deployments=deployments,
@@ -100,10 +113,17 @@ def create_app(settings: Settings) -> FastInfer:
         monitor=monitor,
         traffic=traffic,
         sample_rate=settings.sample_rate_of,
+        inference_log=call_log,
     )
     episodes = retraining_episodes(settings)
+    webhooks = WebhookSender(settings.webhook_secret, metrics)  # closed by the controller
     retraining = RetrainingTrigger(
-        retraining_config(settings), monitor, deployments.state, predictions, episodes
+        retraining_config(settings),
+        monitor,
+        deployments.state,
+        predictions=predictions,
+        episodes=episodes,
+        webhooks=webhooks,
     )
     controller = RolloutController(
         manager=deployments,
@@ -112,6 +132,7 @@ def create_app(settings: Settings) -> FastInfer:
         panes=panes,
         leadership=leadership(settings),
         retraining=retraining,
+        webhooks=webhooks,
     )
     tokens = parse_tokens(settings.tokens)
     guard = TokenGuard(tokens)
@@ -120,16 +141,22 @@ def create_app(settings: Settings) -> FastInfer:
         await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
         await predictions.start()
         await monitor.start()
+        if call_log is not None:
+            await call_log.start()
 
     async def shutdown() -> None:
         await controller.close()
         await monitor.close()
         await predictions.close()  # after the monitor: its last samples are written too
+        if call_log is not None:
+            await call_log.close()  # the calls and labels still queued, for a few seconds
         await episodes.close()
         await panes.close()
         await mirror.close()
         await deployments.state.close()
         executor.shutdown(wait=True, cancel_futures=True)
+        if tracing is not None:
+            await tracing.close()  # the spans of the calls above are exported
 
     app = Litestar(
         route_handlers=[
@@ -167,6 +194,7 @@ def create_app(settings: Settings) -> FastInfer:
         },
         request_max_body_size=settings.max_request_bytes,
         request_class=JSONRequest,
+        logging_config=None,  # gateway.logs configures logging, once per process
         openapi_config=OpenAPIConfig(
             title="driftgate",
             version="0.1.0",
@@ -176,13 +204,16 @@ def create_app(settings: Settings) -> FastInfer:
             ),
         ),
     )
-    return FastInfer(app, dataplane, max_request_bytes=settings.max_request_bytes)
+    infer = AccessLoggedInfer if settings.access_log else FastInfer
+    served = infer(app, dataplane, max_request_bytes=settings.max_request_bytes)
+    return served if tracing is None else tracing.instrument(served)
 
 
-def app_from_environment() -> FastInfer:
-    """Factory for `uvicorn --factory` workers: settings from `DRIFTGATE_*` variables."""
+def app_from_environment() -> ASGIApp:
+    """Factory for `uvicorn --factory` workers: settings from `DRIFTGATE_*` variables;
+    logging configured for this process (`gateway.logs`)."""
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper())
+    configure_logging(settings)
     return create_app(settings)
 
 

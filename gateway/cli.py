@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from gateway.components import check_state, open_registry
+from gateway.log_cli import add_log_commands
 from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
 from gateway.tables import print_table
@@ -99,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo_story.set_defaults(command=_demo)
     add_operator_commands(commands, home)
+    add_log_commands(commands, home)
     return parser
 
 

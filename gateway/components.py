@@ -5,14 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Executor
 
+from opentelemetry.trace import Tracer
+
 from gateway.batching import AdaptiveBatcher, batchable
 from gateway.leadership import FileLeadership, Leadership, RedisLeadership
 from gateway.runtime import OnnxRuntime, Runtime
 from gateway.settings import Settings, child_environ
+from gateway.tracing import TracedRuntime
 from monitor.drift import MonitorConfig
 from monitor.episodes import EpisodeStore, LocalEpisodes, RedisEpisodes
 from monitor.feedback import LocalPredictionLog, PredictionLog
 from monitor.feedback_redis import RedisPredictionLog
+from monitor.inference_log import (
+    HttpSink,
+    InferenceLog,
+    LogConfig,
+    LogSink,
+    ParquetSink,
+    Privacy,
+    RedisStreamSink,
+)
 from monitor.metrics import GatewayMetrics
 from monitor.panes import LocalPanes, PaneStore, RedisPanes
 from monitor.retraining import RetrainingConfig
@@ -33,12 +45,19 @@ def open_registry(settings: Settings) -> ModelRegistry:
 
 
 def runtime_builder(
-    settings: Settings, executor: Executor, metrics: GatewayMetrics
+    settings: Settings, executor: Executor, metrics: GatewayMetrics, tracer: Tracer | None = None
 ) -> Callable[[Manifest, bytes], Runtime]:
     """How a verified artifact becomes a runtime: ONNX Runtime, batched when configured and
-    the signature allows it, observed by the metrics."""
+    the signature allows it, observed by the metrics, and with a `tracer` traced (outside
+    the batcher: each call's span covers its wait for a batch)."""
 
     def build(manifest: Manifest, model: bytes) -> Runtime:
+        runtime = _runtime(manifest, model)
+        if tracer is None:
+            return runtime
+        return TracedRuntime(runtime, tracer, model=manifest.name, version=manifest.version)
+
+    def _runtime(manifest: Manifest, model: bytes) -> Runtime:
         labels = (manifest.name, str(manifest.version))
         inference = metrics.inference_time.labels(*labels)
         batch_rows = metrics.batch_size.labels(*labels)
@@ -144,3 +163,40 @@ def retraining_config(settings: Settings) -> RetrainingConfig:
         sensitive=settings.export_sensitive,
         hash_key=settings.export_hash_key,
     )
+
+
+def inference_log(settings: Settings, metrics: GatewayMetrics) -> InferenceLog | None:
+    """The inference log and its sinks, or None while no model's calls are logged (then the
+    request path pays one branch for it). Sensitive features leave as exports do."""
+    if not settings.inference_log_on:
+        return None
+    privacy = Privacy(sensitive=settings.export_sensitive, hash_key=settings.export_hash_key)
+    sinks: list[LogSink] = []
+    if settings.inference_log_stream:
+        sinks.append(
+            RedisStreamSink(
+                settings.redis_url,
+                settings.inference_log_stream,
+                maxlen=settings.inference_log_stream_maxlen,
+                privacy=privacy,
+            )
+        )
+    if settings.inference_log_url:
+        sinks.append(HttpSink(settings.inference_log_url, privacy=privacy))
+    if settings.inference_log_parquet:
+        sinks.append(
+            ParquetSink(
+                settings.inference_log_path,
+                roll_seconds=settings.inference_log_roll_seconds,
+                roll_bytes=settings.inference_log_roll_bytes,
+                privacy=privacy,
+            )
+        )
+    config = LogConfig(
+        rate=settings.inference_log_rate,
+        model_rates=settings.model_inference_log_rates,
+        queue_size=settings.inference_log_queue_size,
+        flush_seconds=settings.inference_log_flush_seconds,
+        traced=settings.tracing,
+    )
+    return InferenceLog(config, sinks, metrics)

@@ -18,6 +18,7 @@ from gateway.shadows import ShadowCopy, ShadowMirror
 from gateway.tensors import decode_request, encode_response, input_arrays, requested_outputs
 from gateway.version import driftgate_version
 from monitor.drift import DriftMonitor, Sample
+from monitor.inference_log import InferenceLog
 from monitor.metrics import UNROUTED, GatewayMetrics
 from monitor.sampling import is_sampled
 from monitor.traffic import TrafficPanes
@@ -34,6 +35,7 @@ class InferenceResult(msgspec.Struct, frozen=True):
     header_length: int | None  # set when the body carries binary output tensors
     model_version: int
     role: str
+    request_id: str | None = None  # the request's `id`, for the access log
 
 
 class Tensors(msgspec.Struct, frozen=True):
@@ -46,6 +48,10 @@ class Tensors(msgspec.Struct, frozen=True):
 class DataPlane:
     """Answers the Open Inference Protocol's calls over the deployed models."""
 
+    # Steps that the traced data plane (gateway.tracing) wraps in spans; plain here.
+    _decode = staticmethod(decode_request)
+    _encode = staticmethod(encode_response)
+
     def __init__(
         self,
         *,
@@ -57,8 +63,10 @@ class DataPlane:
         monitor: DriftMonitor,
         traffic: TrafficPanes,
         sample_rate: Callable[[str], float],
+        inference_log: InferenceLog | None = None,
     ) -> None:
-        """`sample_rate(model)` is the fraction of a model's calls the monitor sees."""
+        """`sample_rate(model)` is the fraction of a model's calls the monitor sees;
+        `inference_log`, when given, records its share of the calls."""
         self.repository = repository
         self.router = router
         self.deployments = deployments
@@ -67,6 +75,7 @@ class DataPlane:
         self.monitor = monitor
         self.traffic = traffic
         self.sample_rate = sample_rate
+        self.inference_log = inference_log
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
@@ -115,7 +124,7 @@ class DataPlane:
         route_metrics = None
         self.metrics.in_flight.inc()
         try:
-            request, binary = decode_request(body, header_length)
+            request, binary = self._decode(body, header_length)
             key = routing_key if routing_key is not None else request.id
             loaded, route = await self.resolve(name, version, key)
             route_metrics = self.metrics.route(name, route.version, route.role)
@@ -129,6 +138,16 @@ class DataPlane:
             seconds = time.perf_counter() - started
             route_metrics.observe(200, seconds)
             self.traffic.record(name, route.version, 200, seconds)
+            if self.inference_log is not None:  # off: this branch is all it costs
+                self.inference_log.offer(
+                    loaded.manifest,
+                    role=route.role,
+                    request_id=request.id,
+                    routing_key=key,
+                    inputs=tensors.inputs,
+                    outputs=tensors.results,
+                    latency=seconds,
+                )
             return result
         except GatewayError as exc:
             seconds = time.perf_counter() - started
@@ -164,7 +183,7 @@ class DataPlane:
                 copy = ShadowCopy(manifest.name, shadow, arrays, outputs, list(results.values()))
                 if not self.mirror.offer(copy):
                     self.metrics.shadow_dropped.labels(manifest.name).inc()
-        encoded, json_length = encode_response(
+        encoded, json_length = self._encode(
             model_name=manifest.name,
             model_version=manifest.version,
             request_id=request.id,
@@ -175,6 +194,7 @@ class DataPlane:
             header_length=json_length,
             model_version=manifest.version,
             role=route.role,
+            request_id=request.id,
         )
         return result, Tensors(arrays, results)
 

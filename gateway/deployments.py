@@ -35,6 +35,7 @@ from registry.deployment import (
     PolicyError,
     Shadow,
     check_policy,
+    describe_change,
 )
 from registry.state import Change, RevisionConflictError, StateBackend, StateUnavailableError
 
@@ -105,13 +106,15 @@ class DeploymentManager:
             if latest == 0:
                 raise NotFoundError(f"model {model!r} is not registered")
             deployment = Deployment(model=model, stable=latest, revision=1)
+            reason = "first served: its latest version is stable"
+            actor = CONTROLLER
             try:
                 await self._commit(
                     Change(
                         model=model,
                         action="deployment.init",
-                        actor=CONTROLLER,
-                        reason="first served: its latest version is stable",
+                        actor=actor,
+                        reason=reason,
                         expected_revision=0,
                         deployment=deployment,
                         after=deployment,
@@ -120,9 +123,10 @@ class DeploymentManager:
             except RevisionConflictError:
                 stored = (await self.state.deployments()).get(model)
                 deployment = stored or deployment
+                actor = reason = ""  # another process's, applied as stored
             except StateUnavailableError:
                 logger.warning("state backend down: serving %s v%d unrecorded", model, latest)
-            await self._apply(deployment)
+            await self._apply(deployment, actor=actor, reason=reason)
             return deployment
 
     async def get(self, model: str) -> Deployment:
@@ -230,7 +234,7 @@ class DeploymentManager:
                     after=proposed,
                 )
             )
-            await self._apply(proposed)
+            await self._apply(proposed, actor=actor, reason=reason)
         return proposed
 
     async def _commit(self, change: Change) -> AuditEntry:
@@ -319,17 +323,34 @@ class DeploymentManager:
                 if strict:
                     raise
 
-    async def _apply(self, deployment: Deployment) -> None:
+    async def _apply(self, deployment: Deployment, *, actor: str = "", reason: str = "") -> None:
+        """Put `deployment` in force; `actor` and `reason` (when this process made the
+        change) go into its log line."""
         policy = self._router.policy(deployment.model)
         if policy is not None and policy.deployment.revision >= deployment.revision:
             return  # this change, or a newer one, is already in force
         await self._load(deployment, strict=False)
         self._router.set_policy(deployment)
         self._repository.release(deployment.model, deployment.routed_versions())
-        logger.info("applied deployment of %s: %s", deployment.model, deployment)
+        before = policy.deployment if policy is not None else None
+        logger.info(
+            "deployment of %s revision %d%s: %s",
+            deployment.model,
+            deployment.revision,
+            _by(actor, reason),
+            describe_change(before, deployment),
+            extra={"model": deployment.model},
+        )
 
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
+
+
+def _by(actor: str, reason: str) -> str:
+    """` (by alice: "why")` for a change this process made; nothing for one it applies."""
+    if not actor:
+        return ""
+    return f" (by {actor}: {msgspec.json.encode(reason).decode()})" if reason else f" (by {actor})"
 
 
 __all__ = ["CONTROLLER", "DeploymentManager", "DeploymentSpec", "PolicyError"]

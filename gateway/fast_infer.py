@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import cast
 
 import msgspec
@@ -23,14 +24,17 @@ from litestar.types import (
     Scope,
     Send,
 )
+from opentelemetry.trace import get_current_span
 
 from gateway.content import decode_body, parse_byte_count, parse_header_length
-from gateway.dataplane import DataPlane
+from gateway.dataplane import DataPlane, InferenceResult
 from gateway.errors import GatewayError, PayloadTooLargeError, status_of
 from gateway.protocol import ErrorResponse
 
 ERROR_ENCODER = msgspec.json.Encoder()
 logger = logging.getLogger(__name__)
+ACCESS_LOG = logging.getLogger("driftgate.access")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _JSON = [(b"content-type", b"application/json")]
@@ -58,13 +62,14 @@ class FastInfer:
 
     async def _infer(
         self, scope: Scope, match: re.Match[str], receive: Receive, send: Send
-    ) -> None:
+    ) -> InferenceResult | int:
+        """Answer one infer call; returns its result, or the status it was refused with."""
         method = scope.get("method")
         if method != "POST":
             await _reply(
                 send, 405, _error(f"{method} is not allowed here; use POST"), [*_JSON, _ALLOW]
             )
-            return
+            return 405
         headers = {
             name: value.decode("latin-1") for name, value in scope["headers"] if name in _WANTED
         }
@@ -81,9 +86,13 @@ class FastInfer:
         except Exception as exc:  # every failure is answered with its status, never raised
             status = status_of(exc)
             if status == 500 and not isinstance(exc, GatewayError):
-                logger.exception("unexpected error in infer", exc_info=exc)
+                logger.exception(
+                    "unexpected error in infer",
+                    exc_info=exc,
+                    extra={"model": match[1], "version": match[2]},
+                )
             await _reply(send, status, _error(str(exc)), _JSON)
-            return
+            return status
         response_headers = [
             (b"x-driftgate-version", str(result.model_version).encode()),
             (b"x-driftgate-role", result.role.encode()),
@@ -95,6 +104,49 @@ class FastInfer:
                 (b"inference-header-content-length", str(result.header_length).encode())
             )
             await _reply(send, 200, result.body, _BINARY + response_headers)
+        return result
+
+
+class AccessLoggedInfer(FastInfer):
+    """`FastInfer` that logs one line per infer call to `driftgate.access` (the
+    `access_log` setting): method, path, status, latency, model, version, role, request id
+    and trace id. `gateway.logs` writes the lines from a thread, off the event loop; with
+    the access log off, this class is not used and infer calls pay nothing for it."""
+
+    async def _infer(
+        self, scope: Scope, match: re.Match[str], receive: Receive, send: Send
+    ) -> InferenceResult | int:
+        started = time.perf_counter()
+        outcome = await super()._infer(scope, match, receive, send)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        asked = match[2]  # the path's version, if it names one
+        fields: dict[str, object] = {
+            "model": match[1],
+            "version": int(asked) if asked is not None and asked.isdigit() else asked,
+        }
+        if isinstance(outcome, InferenceResult):
+            status = 200
+            fields.update(
+                version=outcome.model_version, role=outcome.role, request_id=outcome.request_id
+            )
+        else:
+            status = outcome
+        if not get_current_span().get_span_context().is_valid:  # not traced: the caller's
+            fields["trace_id"] = _caller_trace_id(scope)
+        method, path = scope.get("method"), scope["path"]
+        fields.update(method=method, path=path, status=status, latency_ms=latency_ms)
+        ACCESS_LOG.info("%s %s %d in %.3f ms", method, path, status, latency_ms, extra=fields)
+        return outcome
+
+
+def _caller_trace_id(scope: Scope) -> str | None:
+    """The trace id of the call's W3C `traceparent` header, if it has a valid one."""
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            parts = value.decode("latin-1").split("-")
+            if len(parts) == 4 and _TRACE_ID.fullmatch(parts[1]) and parts[1] != "0" * 32:
+                return parts[1]
+    return None
 
 
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

@@ -8,6 +8,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.auth import TokenGuard
+from gateway.dataplane import DataPlane
 from gateway.error_docs import errors
 from gateway.errors import NotFoundError, ServiceUnavailableError
 from monitor.drift import DriftMonitor, DriftReport
@@ -58,18 +59,24 @@ async def model_drift(
     responses=errors(404, 413, 503),
 )
 async def feedback(
-    monitor: NamedDependency[DriftMonitor], data: JSONBody[FeedbackRequest]
+    monitor: NamedDependency[DriftMonitor],
+    dataplane: NamedDependency[DataPlane],
+    data: JSONBody[FeedbackRequest],
 ) -> FeedbackResult:
     """Join labels with the sampled predictions they belong to (by request `id`): accuracy
     or absolute error per version, in metrics and the rollout gates. Ids that were never
     sampled, or whose prediction is too old, come back as `unknown` or `expired`. With Redis
-    configured and unreachable: 503 and nothing joined (send the labels again later)."""
+    configured and unreachable: 503 and nothing joined (send the labels again later). With
+    the inference log on, every label but `invalid` ones is also logged, for its exports."""
     if monitor.predictions is None:
         raise NotFoundError("label feedback is not enabled")
     try:
-        return await monitor.predictions.join(data.items)
+        result = await monitor.predictions.join(data.items)
     except PredictionLogUnavailableError as exc:
         raise ServiceUnavailableError(str(exc)) from exc
+    if dataplane.inference_log is not None:
+        dataplane.inference_log.offer_labels(data.items, result)
+    return result
 
 
 def monitor_router(labels: TokenGuard) -> Router:

@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import msgspec
 
 from gateway.deployments import DeploymentManager
@@ -25,6 +24,7 @@ from monitor.gates import OutputWindow, Window, decide, judge, overall
 from monitor.panes import PaneStore
 from monitor.retraining import RetrainingTrigger
 from monitor.traffic import TrafficPanes, outcomes
+from monitor.webhooks import WebhookSender, describe_url
 from registry.deployment import Canary, Deployment, PolicyConflictError
 from registry.rollout import (
     Evaluation,
@@ -52,8 +52,10 @@ class RolloutController:
         panes: PaneStore,
         leadership: Leadership,
         retraining: RetrainingTrigger | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
-        """`retraining`, when given, is checked by the leader after every round."""
+        """`retraining`, when given, is checked by the leader after every round; `webhooks`
+        delivers the gate and decision webhooks (unsigned by default)."""
         self._manager = manager
         self._retraining = retraining
         self._monitor = monitor
@@ -61,12 +63,11 @@ class RolloutController:
         self._panes = panes
         self._leadership = leadership
         self._task: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._webhooks = WebhookSender("") if webhooks is None else webhooks
         self.leading = False  # whether this process led the last round
 
     async def start(self) -> None:
         """Start the evaluation loop (inside the running loop)."""
-        self._http = httpx.AsyncClient(timeout=5.0)
         self._task = asyncio.create_task(self._loop(), name="driftgate-rollouts")
 
     async def close(self) -> None:
@@ -76,8 +77,7 @@ class RolloutController:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._leadership.close()
-        if self._http is not None:
-            await self._http.aclose()
+        await self._webhooks.close()
 
     async def begin(
         self, model: str, version: int, config: RolloutConfig, actor: str, reason: str = ""
@@ -219,36 +219,25 @@ class RolloutController:
         )
 
     async def _webhook(self, url: str, model: str, results: list[GateResult]) -> GateResult:
-        assert self._http is not None
-        try:
-            response = await self._http.post(
-                url, json={"model": model, "gates": msgspec.to_builtins(results)}
+        payload = msgspec.json.encode({"model": model, "gates": results})
+        response = await self._webhooks.post("gate", url, payload)
+        if response is None:
+            return GateResult(
+                gate="webhook", verdict="inconclusive", reason=f"{describe_url(url)} unreachable"
             )
-        except httpx.HTTPError as exc:
-            return GateResult(gate="webhook", verdict="inconclusive", reason=f"unreachable: {exc}")
         verdict: Verdict = "pass" if response.is_success else "fail"
         return GateResult(
-            gate="webhook", verdict=verdict, reason=f"{url} answered {response.status_code}"
+            gate="webhook",
+            verdict=verdict,
+            reason=f"{describe_url(url)} answered {response.status_code}",
         )
 
     async def _notify(
         self, url: str, model: str, action: str, reason: str, deployment: Deployment
     ) -> None:
-        """Post a decision; a failure is logged, never blocks the rollout."""
-        assert self._http is not None
-        body = {
-            "model": model,
-            "action": action,
-            "reason": reason,
-            "deployment": msgspec.to_builtins(deployment),
-        }
-        try:
-            response = await self._http.post(
-                url, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
-            )
-            response.raise_for_status()
-        except httpx.HTTPError:
-            logger.warning("rollout decision webhook %s failed", url, exc_info=True)
+        """Post a decision; a failure is logged and counted, never blocks the rollout."""
+        body = {"model": model, "action": action, "reason": reason, "deployment": deployment}
+        await self._webhooks.post("notify", url, msgspec.json.encode(body))
 
     async def _loop(self) -> None:
         while True:

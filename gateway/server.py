@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway import scratch
+from gateway.logs import configure as configure_logging
 from gateway.protocol import ErrorResponse
 from gateway.settings import Settings
 from gateway.telemetry import MULTIPROC_ENV
@@ -213,7 +214,9 @@ def serve(settings: Settings) -> None:
     `gateway.app:app_from_environment` (workers read their settings from `DRIFTGATE_*`
     variables, which the caller sets). With several workers, their metrics are merged
     through a scratch directory, removed when the server stops (or, after a crash, at
-    the next start)."""
+    the next start). Logging is set up by `gateway.logs`, in this process and in each
+    worker (uvicorn's own records included: uvicorn is given no logging configuration)."""
+    configure_logging(settings)
     metrics_dir = None
     if settings.workers > 1 and MULTIPROC_ENV not in os.environ:
         scratch.sweep(METRICS_PREFIX)
@@ -235,8 +238,9 @@ def serve(settings: Settings) -> None:
             ws="none",  # no WebSocket routes: an upgrade is not worth a parser
             limit_concurrency=settings.max_connections,
             timeout_keep_alive=settings.keep_alive_seconds,
+            log_config=None,  # its records go to the root logger, in our format
             log_level=settings.log_level,
-            access_log=False,
+            access_log=False,  # the infer calls' own access log is `settings.access_log`
         )
     finally:
         if metrics_dir is not None:

@@ -87,6 +87,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker thread: the hand-off costs more than they do. 0 sends every run to a thread."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity of the server."""
+    log_format: Literal["text", "json"] = "text"
+    """`text`: one readable line per record. `json`: one JSON object per line with `time`,
+    `level`, `logger` and `message`, plus what the record knows of its call (request id,
+    trace id, model, version, role, status, latency); see `gateway.logs`."""
+    access_log: bool = False
+    """Log one line per infer call (method, path, status, latency, model, version, role,
+    request id, trace id) to the `driftgate.access` logger, written off the event loop."""
+    tracing: bool = False
+    """OpenTelemetry tracing of every call, configured by the standard `OTEL_*` variables
+    (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_SAMPLER`, `OTEL_SERVICE_NAME`, ...; see
+    `gateway.tracing`). Off, the request path carries no tracing code at all."""
     tokens: str = ""
     """Bearer tokens, `NAME:ROLE:SECRET` comma-separated. ROLE `read` reads the admin API,
     `feedback` sends labels (`POST /v1/feedback`), `admin` does both and every admin write.
@@ -118,6 +129,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     `DRIFTGATE_MODEL_DRIFT='{"pricing": {"alpha": 0.001}}'`."""
     retraining_webhook: str = ""
     """URL POSTed a retraining event when a stable version's inputs drift."""
+    webhook_secret: str = ""
+    """Key that signs every webhook delivery (rollout gates and decisions, retraining), as
+    Standard Webhooks specifies (`monitor/webhooks.py`): a random secret of at least 16
+    characters, or `whsec_<base64>`. Empty: deliveries are unsigned."""
     retraining_stream: bool = False
     """Also add retraining events to the Redis stream `driftgate:retraining`."""
     retraining_command: str = ""
@@ -141,11 +156,46 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     per process without Redis, for the whole cluster in Redis (plus as many of its own
     that each process keeps to join while Redis is unreachable). Joined labels, kept for
     retraining exports, are bounded alike."""
+    inference_log_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
+    """Fraction of infer calls the inference log records (`monitor.inference_log`), to the
+    sinks below, with the labels feedback receives; 0 (the default) turns it off. Decided
+    by a hash of the routing key with the drift monitor's own draw, so at a rate at least
+    `sample_rate` every call the monitor samples is logged too."""
+    model_inference_log_rates: dict[str, Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]] = {}
+    """Per-model log rates, e.g. `DRIFTGATE_MODEL_INFERENCE_LOG_RATES='{"churn": 1.0}'`."""
+    inference_log_parquet: bool = False
+    """Log to rolling Parquet files under `home/inference-log/MODEL/DAY/` (read back with
+    `driftgate log export`)."""
+    inference_log_roll_seconds: Seconds = 60.0
+    """A Parquet file is written once its first record is this old (a killed process loses
+    at most this much of the log)."""
+    inference_log_roll_bytes: Positive = 64 * 1024 * 1024
+    """Records held in memory (estimated) past which every held set is written as a file."""
+    inference_log_stream: str = ""
+    """Log to this Redis Stream on `redis_url` (`XADD`, one entry per record), e.g.
+    `driftgate:inference-log`; empty: no stream."""
+    inference_log_stream_maxlen: Positive = 100_000
+    """Entries the stream keeps, about (`MAXLEN ~`): the oldest are trimmed."""
+    inference_log_url: str = ""
+    """Log to this HTTP endpoint: batched POSTs of CloudEvents in batch mode (JSON), retried
+    with exponential backoff on connection errors, 408, 425, 429 and 5xx (5 times), then
+    dropped and counted; any other error status drops the batch at once."""
+    inference_log_queue_size: Positive = 10_000
+    """Records waiting for each sink; past it new records are dropped and counted
+    (`driftgate_inference_log_dropped_total`), never waited for."""
+    inference_log_flush_seconds: Seconds = 1.0
+    """The longest a record waits for its batch (of up to 256 records) to be written."""
 
     def __post_init__(self) -> None:
         """Refuse settings that would run but leak: malformed tokens (named by position,
         never by their text), or hashed exports without a real key."""
         parse_tokens(self.tokens)
+        if self.webhook_secret and len(self.webhook_secret) < MIN_HASH_KEY:
+            raise ValueError(
+                f"webhook_secret must be at least {MIN_HASH_KEY} random characters (e.g. from "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`): a short one is "
+                "guessed, and any receiver would accept forged deliveries"
+            )
         if self.export_sensitive == "hash" and len(self.export_hash_key) < MIN_HASH_KEY:
             raise ValueError(
                 f'export_sensitive = "hash" needs an export_hash_key of at least {MIN_HASH_KEY} '
@@ -153,6 +203,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "print(secrets.token_hex(32))'`); without one, hashed values are recovered "
                 'by hashing every likely value. Or use export_sensitive = "drop"'
             )
+        if self.inference_log_stream and not self.redis_url:
+            raise ValueError("inference_log_stream needs redis_url (the stream's Redis)")
+        if self.inference_log_on and not (
+            self.inference_log_parquet or self.inference_log_stream or self.inference_log_url
+        ):
+            raise ValueError(
+                "the inference log is on (inference_log_rate) but has nowhere to go: set "
+                "inference_log_parquet, inference_log_stream or inference_log_url"
+            )
+
+    @property
+    def inference_log_on(self) -> bool:
+        """Whether any model's calls are logged."""
+        return self.inference_log_rate > 0 or any(self.model_inference_log_rates.values())
+
+    @property
+    def inference_log_path(self) -> Path:
+        """Where the inference log's Parquet files are written."""
+        return self.home / "inference-log"
 
     @property
     def registry_location(self) -> str:
@@ -230,7 +299,14 @@ def load_client_settings(
 
 
 _JSON_FIELDS = frozenset(
-    {"batching", "model_batching", "model_sample_rates", "drift", "model_drift"}
+    {
+        "batching",
+        "model_batching",
+        "model_sample_rates",
+        "drift",
+        "model_drift",
+        "model_inference_log_rates",
+    }
 )  # structured: JSON in the environment
 
 
@@ -241,7 +317,16 @@ def _decode_path(kind: type, value: Any) -> Any:
 
 
 # Settings that hold credentials (a Redis or webhook URL may embed a password or token).
-SECRET_FIELDS = frozenset({"tokens", "export_hash_key", "redis_url", "retraining_webhook"})
+SECRET_FIELDS = frozenset(
+    {
+        "tokens",
+        "export_hash_key",
+        "redis_url",
+        "retraining_webhook",
+        "webhook_secret",
+        "inference_log_url",
+    }
+)
 _SECRET_VARIABLES = frozenset(f"{ENV_PREFIX}{name.upper()}" for name in SECRET_FIELDS)
 
 

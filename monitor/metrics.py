@@ -112,6 +112,33 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.webhook_deliveries = Counter(
+            "driftgate_webhook_deliveries",
+            "Webhook deliveries by kind (gate, notify, retraining) and outcome: delivered "
+            "(2xx), refused (another status), unreachable (every attempt failed).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.webhook_retries = Counter(
+            "driftgate_webhook_retries",
+            "Webhook attempts made again after a transport error or a 429/502/503/504.",
+            ["kind"],
+            registry=registry,
+        )
+        self.inference_log_records = Counter(
+            "driftgate_inference_log_records",
+            "Inference log records (calls and labels) stored, by sink (redis, http, parquet).",
+            ["sink"],
+            registry=registry,
+        )
+        self.inference_log_dropped = Counter(
+            "driftgate_inference_log_dropped",
+            "Inference log records a sink lost, by reason: queue_full (it fell behind), "
+            "failed (writes failed past the retries), rejected (refused for good), closed "
+            "(still queued at shutdown).",
+            ["sink", "reason"],
+            registry=registry,
+        )
         self.decisions = Counter(
             "driftgate_deployment_changes",
             "Deployment changes by action (set, promote, rollback).",

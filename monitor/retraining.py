@@ -12,8 +12,6 @@ marks sensitive are dropped from the export or replaced by a keyed hash.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import shlex
 import time
@@ -21,20 +19,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import msgspec
 import numpy as np
 import polars as pl
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from monitor.drift import DriftMonitor, DriftReport, VersionWatch
 from monitor.episodes import EpisodeStore, LocalEpisodes
 from monitor.feedback import PredictionLog
 from monitor.layout import WindowLayout
+from monitor.privacy import protect_sensitive
+from monitor.webhooks import WebhookSender
 from registry.deployment import Deployment
 from registry.files import sweep_temporary, temporary_path
 from registry.manifest import CategoricalProfile
-from registry.state import Change, StateBackend
+from registry.state import Change, StateBackend, StateUnavailableError
 
 logger = logging.getLogger(__name__)
 # Episodes last at least this long, whatever the cool-down: far longer than a leader
@@ -75,11 +75,15 @@ class RetrainingTrigger:
         config: RetrainingConfig,
         monitor: DriftMonitor,
         state: StateBackend,
+        *,
         predictions: PredictionLog | None = None,
         episodes: EpisodeStore | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
-        """`episodes` says which versions fired already (this process's alone by default)."""
+        """`episodes` says which versions fired already (this process's alone by default);
+        `webhooks` delivers to `config.webhook` (unsigned by default)."""
         self.config = config
+        self._webhooks = WebhookSender("") if webhooks is None else webhooks
         self.fired: list[RetrainingEvent] = []
         self._monitor = monitor
         self._state = state
@@ -97,7 +101,9 @@ class RetrainingTrigger:
             try:
                 if (event := await self._check(model, deployment)) is not None:
                     events.append(event)
-            except Exception:  # Redis down, an export failed: the other models go on
+            except (RedisError, OSError, StateUnavailableError) as exc:  # Redis away: next round
+                logger.warning("retraining check of %s skipped: %s", model, exc)
+            except Exception:  # an export failed: the other models go on
                 logger.exception("retraining check of %s failed", model)
         return events
 
@@ -187,11 +193,7 @@ class RetrainingTrigger:
             width = len(manifest.features.names) if window is watch.inputs else rows.shape[1]
             for index, profile in enumerate(window.layout.profiles[:width]):
                 columns[direction + profile.name] = _values(window.layout, profile, rows[:, index])
-        for name in manifest.sensitive:
-            if self.config.sensitive == "drop":
-                del columns[name]
-            else:
-                columns[name] = [self._hash(value) for value in columns[name]]
+        protect_sensitive(columns, manifest.sensitive, self.config.sensitive, self.config.hash_key)
         columns["request_id"] = ids
         columns["label"] = [
             _label(labels.get(request_id)) if request_id else None for request_id in ids
@@ -209,26 +211,10 @@ class RetrainingTrigger:
             raise
         return path
 
-    def _hash(self, value: object) -> str | None:
-        if value is None:
-            return None
-        digest = hmac.new(self.config.hash_key.encode(), str(value).encode(), hashlib.sha256)
-        return digest.hexdigest()
-
     async def _emit(self, event: RetrainingEvent) -> None:
         payload = msgspec.json.encode(event)
         if self.config.webhook:
-            try:
-                async with httpx.AsyncClient(timeout=5.0) as client:
-                    await client.post(
-                        self.config.webhook,
-                        content=payload,
-                        headers={"content-type": "application/json"},
-                    )
-            except httpx.HTTPError:
-                # The URL may carry a credential: name only where it points.
-                target = httpx.URL(self.config.webhook)
-                logger.exception("retraining webhook to %s%s failed", target.host, target.path)
+            await self._webhooks.post("retraining", self.config.webhook, payload)
         if self.config.redis_url:
             stream = aioredis.Redis.from_url(self.config.redis_url, socket_timeout=1.0)
             try:

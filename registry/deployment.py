@@ -77,3 +77,82 @@ def check_policy(deployment: Deployment, known_versions: list[int]) -> None:
         )
     if len(set(named)) != len(named):
         raise PolicyError("a version can play only one role: stable, canary or one shadow")
+
+
+def describe(deployment: Deployment) -> str:
+    """A deployment in words, e.g. `stable 1, canary 2 at 10%, shadow 3 at 50%`."""
+    parts = [f"stable {deployment.stable}"]
+    if (canary := deployment.canary) is not None:
+        parts.append(f"canary {canary.version} at {_percent(canary.weight)}")
+    parts += [f"shadow {s.version} at {_percent(s.percent)}" for s in deployment.shadows]
+    if (rollout := deployment.rollout) is not None:
+        parts.append(f"rollout of {rollout.version} {rollout.status}")
+    return ", ".join(parts)
+
+
+def describe_change(before: Deployment | None, after: Deployment) -> str:
+    """What changed from `before` to `after`, in words, e.g. `canary 2 10% -> 25%` or
+    `canary 2 promoted (stable was 1)`; with no `before`, the whole of `after`."""
+    if before is None:
+        return describe(after)
+    parts = []
+    old = before.canary
+    if old is not None and after.canary is None and after.stable == old.version:
+        parts.append(f"canary {old.version} promoted (stable was {before.stable})")
+    else:
+        if before.stable != after.stable:
+            parts.append(f"stable {before.stable} -> {after.stable}")
+        parts += _canary_change(old, after.canary)
+    parts += _shadow_changes(before.shadows, after.shadows)
+    parts += _rollout_change(before.rollout, after.rollout)
+    return ", ".join(parts) or "no change"
+
+
+def _canary_change(before: Canary | None, after: Canary | None) -> list[str]:
+    if before is None:
+        return [] if after is None else [f"canary {after.version} at {_percent(after.weight)}"]
+    if after is None:
+        return [f"canary {before.version} removed"]
+    if before.version != after.version:
+        return [
+            f"canary {before.version} at {_percent(before.weight)} replaced by "
+            f"{after.version} at {_percent(after.weight)}"
+        ]
+    if before.weight != after.weight:
+        return [f"canary {after.version} {_percent(before.weight)} -> {_percent(after.weight)}"]
+    return []
+
+
+def _shadow_changes(before: tuple[Shadow, ...], after: tuple[Shadow, ...]) -> list[str]:
+    old = {shadow.version: shadow.percent for shadow in before}
+    new = {shadow.version: shadow.percent for shadow in after}
+    changes = []
+    for version in sorted(old.keys() | new.keys()):
+        if version not in new:
+            changes.append(f"shadow {version} removed")
+        elif version not in old:
+            changes.append(f"shadow {version} at {_percent(new[version])}")
+        elif old[version] != new[version]:
+            changes.append(f"shadow {version} {_percent(old[version])} -> {_percent(new[version])}")
+    return changes
+
+
+def _rollout_change(before: RolloutState | None, after: RolloutState | None) -> list[str]:
+    if after is None:
+        return [] if before is None else [f"rollout of {before.version} cleared"]
+    if before is None or (before.version, before.started_at) != (
+        after.version,
+        after.started_at,
+    ):
+        status = "started" if after.status == "running" else after.status
+        return [f"rollout of {after.version} {status}"]
+    changes = []
+    if before.status != after.status:
+        changes.append(f"rollout of {after.version} {before.status} -> {after.status}")
+    if after.evaluations != before.evaluations and after.last is not None:
+        changes.append(f"evaluation {after.evaluations} {after.last.verdict}")
+    return changes
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}%"

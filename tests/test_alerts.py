@@ -48,6 +48,10 @@ EXPORTED_METRICS = frozenset(
         "driftgate_model_mae",
         "driftgate_model_mae_standard_error",
         "driftgate_model_quality_rows",
+        "driftgate_webhook_deliveries_total",
+        "driftgate_webhook_retries_total",
+        "driftgate_inference_log_records_total",
+        "driftgate_inference_log_dropped_total",
     }
 )
 HISTOGRAMS = frozenset(

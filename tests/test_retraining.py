@@ -99,7 +99,13 @@ def test_feedback_joins_sampled_predictions_and_reports_the_rest(
     items.append({"id": "never-seen", "label": 1.0})
     result = client.post("/v1/feedback", json={"items": items}, headers=LABELLER).json()
     assert result == {"accepted": 5, "unknown": ["never-seen"], "expired": [], "invalid": []}
+    # Joined once: the same label again is a retry (accepted, not counted twice), another
+    # label for it is unknown.
     again = client.post("/v1/feedback", json={"items": items[:1]}, headers=LABELLER).json()
-    assert again["unknown"] == ["f0"]  # joined once; a second label is not double-counted
+    assert (again["accepted"], again["unknown"]) == (1, [])
+    other = [{"id": "f0", "label": 2.0}]
+    assert client.post("/v1/feedback", json={"items": other}, headers=LABELLER).json()[
+        "unknown"
+    ] == ["f0"]
     bad = client.post("/v1/feedback", json={"items": [{"identifier": "x"}]}, headers=LABELLER)
     assert bad.status_code == 400

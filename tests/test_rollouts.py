@@ -17,10 +17,12 @@ from litestar.testing import TestClient
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from monitor.webhooks import verify
 from registry import ModelRegistry
 from tests.conftest import ADMIN_TOKEN
 
 Client = TestClient[Any]
+WEBHOOK_SECRET = "rollout-webhook-secret-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RNG = np.random.default_rng(7)
 FAST = {
@@ -42,6 +44,7 @@ def gateway(home: Path, artifacts: Path, settings: Settings) -> Iterator[Client]
         sample_rate=1.0,
         drift_pane_seconds=1.0,
         drift_interval_seconds=0.5,
+        webhook_secret=WEBHOOK_SECRET,
     )
     with TestClient(app=create_app(fast)) as client:
         ModelRegistry(home / "models").register(  # after startup: v2 stays stable
@@ -143,7 +146,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
-        Receiver.received.append({"path": self.path, "body": json.loads(body)})
+        signed = verify(WEBHOOK_SECRET, {k.lower(): v for k, v in self.headers.items()}, body)
+        Receiver.received.append({"path": self.path, "body": json.loads(body), "signed": signed})
         self.send_response(Receiver.status)
         self.end_headers()
 
@@ -178,6 +182,7 @@ def test_webhook_gate_and_decision_notifications(gateway: Client, webhook: str) 
     decisions = [r["body"]["action"] for r in Receiver.received if r["path"] == "/decisions"]
     assert gates
     assert gates[0]["body"]["model"] == "affine"
+    assert all(received["signed"] for received in Receiver.received)
     assert decisions[-1] == "rollout.promote"
     assert "rollout.step" in decisions
 

@@ -33,6 +33,7 @@ def test_round_trip_through_the_environment(tmp_path: Path) -> None:
         ({"DRIFTGATE_PORT": "eighty"}, "port"),
         ({"DRIFTGATE_WORKERS": "0"}, "workers"),
         ({"DRIFTGATE_LOG_LEVEL": "loud"}, "log_level"),
+        ({"DRIFTGATE_LOG_FORMAT": "xml"}, "log_format"),
     ],
 )
 def test_invalid_values_name_the_setting(environ: dict[str, str], message: str) -> None:
