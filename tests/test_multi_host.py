@@ -40,7 +40,7 @@ FAST = {  # every call sampled (its label can join), drift evaluated often, a lo
 }
 # Long enough that TCP backs off its retransmissions over connections the cut left open,
 # as real partitions do: what the gateway does not notice comes back only late, if at all.
-REDIS_CUT_SECONDS = 20.0
+REDIS_CUT_SECONDS = 12.0
 STEP = 0.005  # seconds between two calls of the steady traffic: enough load on two cores
 
 
