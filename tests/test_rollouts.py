@@ -98,12 +98,12 @@ def test_a_good_canary_is_stepped_up_and_promoted(gateway: Client) -> None:
 
 
 def test_a_bad_canary_is_rolled_back_within_the_failure_limit(gateway: Client) -> None:
-    started = start(gateway, 1)  # adds 1 where stable adds 2: its outputs diverge
+    start(gateway, 1)  # adds 1 where stable adds 2: its outputs diverge
     state = traffic_until(gateway, lambda s: s["status"] != "running")
-    elapsed = time.monotonic() - started
     assert state["status"] == "rolled_back"
-    # failure limit x interval, plus the evaluations that waited for enough calls
-    assert elapsed < 2 * 1.0 + 5
+    # At the failure limit, not later: counted in evaluations, not in seconds (an evaluation
+    # short of calls on a busy machine is inconclusive, which neither fails nor passes).
+    assert state["failures"] == FAST["failure_limit"]
     gates = {g["gate"]: g for g in state["last"]["gates"]}
     assert gates["output_divergence"]["verdict"] == "fail"
     deployment = gateway.get("/admin/models/affine/deployment", headers=ADMIN).json()
