@@ -27,15 +27,23 @@ class Receiver:
         """Its base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`."""
         self.exports = 0
         self.spans = 0
+        self.received: list[tuple[dict[str, str], Any]] = []
+        """Every span, with its resource's attributes (tests read them)."""
         self._lock = threading.Lock()
 
     def count(self, body: bytes) -> None:
-        """Count the spans of one export request."""
+        """Count and keep the spans of one export request."""
         request = ExportTraceServiceRequest.FromString(body)
-        spans = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+        received = [
+            ({a.key: a.value.string_value for a in rs.resource.attributes}, span)
+            for rs in request.resource_spans
+            for scope in rs.scope_spans
+            for span in scope.spans
+        ]
         with self._lock:
             self.exports += 1
-            self.spans += spans
+            self.spans += len(received)
+            self.received += received
 
 
 @contextmanager

@@ -4,31 +4,28 @@ one real gateway (two workers) exporting OTLP/HTTP to a receiver on loopback."""
 
 from __future__ import annotations
 
-import gzip
-import http.server
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
 from litestar.testing import TestClient
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
+from benchmarks.otlp import Receiver, otlp_receiver
 from gateway.app import create_app
 from gateway.dataplane import DataPlane
 from gateway.fast_infer import FastInfer
 from gateway.settings import Settings
 from gateway.tracing import exporters
-from tests.conftest import ADMIN_TOKEN, free_port, gateway_process, stop_process
+from tests.conftest import ADMIN_TOKEN, gateway_process, stop_process
 
 AFFINE = {"id": "call-1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
                                       "data": [1, 2, 3, 4, 5, 6, 7, 8]}]}  # fmt: skip
@@ -184,45 +181,15 @@ def test_otel_traces_exporter_picks_the_exporters(monkeypatch: pytest.MonkeyPatc
         exporters({"OTEL_TRACES_EXPORTER": "zipkin"})
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """An OTLP/HTTP trace receiver: keeps every span it is sent."""
-
-    spans: ClassVar[list[tuple[dict[str, Any], Any]]] = []  # (resource attributes, span)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        assert self.path == "/v1/traces"
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((resource, span) for span in scope_spans.spans)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[str]:
-    Receiver.spans = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def receiver() -> Iterator[Receiver]:
+    """An OTLP/HTTP trace receiver on loopback (the tracing benchmark's) keeping every span."""
+    with otlp_receiver() as found:
+        yield found
 
 
 @pytest.mark.e2e
-def test_a_gateway_exports_its_spans_over_otlp_http(home: Path, receiver: str) -> None:
+def test_a_gateway_exports_its_spans_over_otlp_http(home: Path, receiver: Receiver) -> None:
     """Two worker processes, each with its own provider; a long export delay, so the spans
     arrive only because each worker flushes them as it shuts down."""
     calls = [f"{index:032x}" for index in range(1, 7)]
@@ -230,7 +197,7 @@ def test_a_gateway_exports_its_spans_over_otlp_http(home: Path, receiver: str) -
         home,
         DRIFTGATE_TRACING="true",
         DRIFTGATE_WORKERS="2",
-        OTEL_EXPORTER_OTLP_ENDPOINT=receiver,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_SERVICE_NAME="gateway-under-test",
         OTEL_BSP_SCHEDULE_DELAY="600000",
     ) as (url, process):
@@ -238,10 +205,10 @@ def test_a_gateway_exports_its_spans_over_otlp_http(home: Path, receiver: str) -
             headers = {"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}
             answer = httpx.post(f"{url}/v2/models/affine/infer", json=AFFINE, headers=headers)
             assert answer.status_code == 200
-        assert Receiver.spans == []  # held by the batch processors until shutdown
+        assert receiver.received == []  # held by the batch processors until shutdown
         stop_process(process)
     by_trace: dict[str, list[Any]] = {}
-    for resource, span in Receiver.spans:
+    for resource, span in receiver.received:
         assert resource["service.name"] == "gateway-under-test"
         by_trace.setdefault(span.trace_id.hex(), []).append(span)
     # Every call's trace, from whichever worker served it (the readiness probes' too).
