@@ -38,13 +38,15 @@ typecheck: $(VENV)/.dev-installed ## mypy, strict on the packages
 unit: $(VENV)/.dev-installed tools ## pytest: unit, contract and end-to-end tests
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# promtool and prometheus (alert rule tests, a real scrape) and redis-server, from Debian.
+# promtool and prometheus (alert rule tests, a real scrape), redis-server, and chromium with
+# its driver (the console's browser tests, tests/browser/), from Debian.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-tools: ## Install the Debian tools the tests run (prometheus, redis) when missing
+tools: ## Install the Debian tools the tests run (prometheus, redis, chromium) when missing
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null \
-		&& command -v redis-server >/dev/null || { $(SUDO) apt-get update -q \
+		&& command -v redis-server >/dev/null && command -v chromium >/dev/null \
+		&& command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q \
 		&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			--no-install-recommends prometheus redis-server \
+			--no-install-recommends prometheus redis-server chromium chromium-driver \
 		&& { $(SUDO) systemctl disable --now prometheus 2>/dev/null || true; }; }
 
 manifests: $(VENV)/.dev-installed ## Write deploy/'s PrometheusRule and dashboard from monitor/
@@ -54,6 +56,7 @@ bench: $(VENV)/.dev-installed ## Benchmarks against the limit and a peer (instal
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 	$(BIN)/python -m benchmarks http
+	$(BIN)/python -m benchmarks grpc  # installs MLServer (the peer) under ~/.cache once
 	$(BIN)/python -m benchmarks drift
 	$(BIN)/python -m benchmarks drift-quality
 

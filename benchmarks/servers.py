@@ -7,6 +7,7 @@ each the same single core, so their figures compare.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -38,6 +39,9 @@ class Server:
     """The command line that serves on the given port."""
     environ: Mapping[str, str] = field(default_factory=dict)
     ready_path: str = "/v2/health/ready"
+    ready: Callable[[str], bool] | None = None
+    """Whether the server at `host:port` answers, when it speaks no HTTP (gRPC); None: a
+    200 from `ready_path`."""
 
 
 def uvicorn_command(app: str, port: int) -> list[str]:
@@ -94,7 +98,12 @@ def serving(
         )
         url = f"http://{HOST}:{port}"
         try:
-            _wait_ready(url + server.ready_path, process, log, timeout_s)
+            if server.ready is None:
+                _wait_ready(url + server.ready_path, process, log, timeout_s)
+            else:
+                _wait(
+                    functools.partial(server.ready, f"{HOST}:{port}"), url, process, log, timeout_s
+                )
             yield Running(url, process.pid)
         finally:
             process.terminate()
@@ -132,16 +141,29 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    _wait(answers, url, process, log, timeout_s)
+
+
+def _wait(
+    ready: Callable[[], bool],
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float,
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise BenchmarkError(f"server exited with {process.returncode}:\n{_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if ready():
+            return
         time.sleep(0.1)
     raise BenchmarkError(f"server not ready at {url} after {timeout_s:.0f} s:\n{_tail(log)}")
 

@@ -25,7 +25,7 @@ from gateway.errors import BadRequestError, NotFoundError
 from gateway.rollouts import RolloutController
 from gateway.settings import Settings
 from registry import Manifest, StoreUnavailableError
-from registry.audit import AuditEntry, verify_log
+from registry.audit import AuditEntry, AuditLog, verify_log
 from registry.deployment import Deployment
 from registry.manifest import parse_pairs
 from registry.names import validate_model_name
@@ -218,14 +218,18 @@ async def steer_rollout(
     return await controller.steer(name, action, actor_of(request), data.reason if data else "")
 
 
-@get("/audit", summary="The audit log", responses=errors(503))
-async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditReport:
-    """Every change, oldest first, with the result of verifying the hash chain. A damaged
-    log is reported (`intact: false`, and the `problem`), never an error of this call."""
-    log = await manager.audit()
+def audit_report(
+    log: AuditLog, *, model: str | None = None, actor: str | None = None
+) -> AuditReport:
+    """The entries of `model` (and of no one model) by `actor`, oldest first, with the
+    verdict on the whole chain (shared by `/admin/audit` and the console)."""
     verdict = verify_log(log)
     # Entries of no one model (a restoration of the whole state) concern every model.
-    shown = [entry for entry in log.entries if model is None or entry.model in (model, "")]
+    shown = [
+        entry
+        for entry in log.entries
+        if (model is None or entry.model in (model, "")) and (actor is None or entry.actor == actor)
+    ]
     return AuditReport(
         entries=shown,
         intact=verdict.problem is None,
@@ -233,6 +237,15 @@ async def audit(manager: Manager, model: FromQuery[str | None] = None) -> AuditR
         problem=verdict.problem,
         restored_after=verdict.restored_after,
     )
+
+
+@get("/audit", summary="The audit log", responses=errors(503))
+async def audit(
+    manager: Manager, model: FromQuery[str | None] = None, actor: FromQuery[str | None] = None
+) -> AuditReport:
+    """Every change, oldest first, with the result of verifying the hash chain. A damaged
+    log is reported (`intact: false`, and the `problem`), never an error of this call."""
+    return audit_report(await manager.audit(), model=model, actor=actor)
 
 
 @get("/status", summary="Gateway status")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, MediaType, Request, Response
 from litestar.di import Provide
@@ -18,7 +18,8 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router, sweep_uploads
-from gateway.auth import LABELS, TokenGuard, parse_tokens
+from gateway.auth import EXPLANATIONS, LABELS, TokenGuard, parse_tokens
+from gateway.compare_api import compare_router
 from gateway.components import (
     drift_panes,
     inference_log,
@@ -36,9 +37,12 @@ from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
 from gateway.error_docs import document_errors
 from gateway.errors import GatewayError, disk_full, status_of
+from gateway.explain import Explainer, explain_limits
+from gateway.explain_api import explain_router
 from gateway.fast_infer import AccessLoggedInfer, FastInfer
 from gateway.http import inference_router
 from gateway.infer_docs import document_infer
+from gateway.live_evidence import LiveEvidence
 from gateway.logs import configure as configure_logging
 from gateway.monitor_api import monitor_router
 from gateway.protocol import ErrorResponse
@@ -51,6 +55,7 @@ from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
 from gateway.tracing import TracedDataPlane, tracing_of
+from gateway.ui import console_router, console_templates, docs_plugins, docs_router
 from monitor.agreement import ShadowAgreement
 from monitor.drift import DriftMonitor
 from monitor.kernels import warm_up
@@ -63,13 +68,24 @@ from registry import (
     RegistryError,
 )
 
+if TYPE_CHECKING:
+    from gateway.grpc import GrpcServer
+
 logger = logging.getLogger("driftgate")
 
 
-def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    serve_grpc: bool = False,
+) -> ASGIApp:
     """A gateway serving the registry under `settings.home`: the Litestar app, with the
     infer calls taken ahead of it by the lean path (`gateway.fast_infer`), traced when
-    `settings.tracing` is on or a `tracer_provider` is given (`gateway.tracing`)."""
+    `settings.tracing` is on or a `tracer_provider` is given (`gateway.tracing`).
+    `serve_grpc`: also serve the Open Inference Protocol over gRPC on `settings.grpc_port`
+    (unless 0) from the app's startup to its shutdown, over the same data plane; every
+    `driftgate serve` worker does."""
     tracing = tracing_of(settings.tracing, tracer_provider)
     tracer = tracing.tracer if tracing is not None else None
     registry = open_registry(settings)
@@ -115,6 +131,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         sample_rate=settings.sample_rate_of,
         inference_log=call_log,
     )
+    grpc_server = _grpc_server(dataplane, settings) if serve_grpc else None
     episodes = retraining_episodes(settings)
     webhooks = WebhookSender(settings.webhook_secret, metrics)  # closed by the controller
     retraining = RetrainingTrigger(
@@ -136,6 +153,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
     tokens = parse_tokens(settings.tokens)
     guard = TokenGuard(tokens)
+    explainer = Explainer(dataplane, registry, explain_limits(settings))
 
     async def start_monitor() -> None:
         await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
@@ -164,6 +182,13 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
             metrics_endpoint(metrics.registry, state_metrics),
             monitor_router(TokenGuard(tokens, LABELS)),
+            compare_router(guard, LiveEvidence(monitor, traffic, panes, mirror.agreement)),
+            explain_router(TokenGuard(tokens, EXPLANATIONS), explainer),
+            *(
+                [console_router(tokens, session_seconds=settings.console_session_seconds)]
+                if settings.console
+                else []
+            ),
         ],
         dependencies={
             "dataplane": Provide(lambda: dataplane, use_cache=True, sync_to_thread=False),
@@ -180,11 +205,17 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             mirror.start,
             deployments.start,
             controller.start,
+            *([grpc_server.start] if grpc_server is not None else []),
             document_infer,
             document_errors,
             document_schemas,
         ],
-        on_shutdown=[shutdown],
+        # gRPC first: its calls under way finish before the parts they use close.
+        on_shutdown=[
+            *([grpc_server.stop] if grpc_server is not None else []),
+            shutdown,
+            explainer.close,  # explanations under way end by their deadline
+        ],
         exception_handlers={
             GatewayError: _gateway_error,
             RegistryError: _registry_error,
@@ -195,6 +226,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         request_max_body_size=settings.max_request_bytes,
         request_class=JSONRequest,
         logging_config=None,  # gateway.logs configures logging, once per process
+        template_config=console_templates(),
         openapi_config=OpenAPIConfig(
             title="driftgate",
             version="0.1.0",
@@ -202,6 +234,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
+            render_plugins=docs_plugins(),  # Swagger UI from vendored files: works offline
+            openapi_router=docs_router(),
         ),
     )
     infer = AccessLoggedInfer if settings.access_log else FastInfer
@@ -209,12 +243,21 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     return served if tracing is None else tracing.instrument(served)
 
 
+def _grpc_server(dataplane: DataPlane, settings: Settings) -> GrpcServer | None:
+    """The gRPC server of this app, or None when `grpc_port` is 0."""
+    if not settings.grpc_port:
+        return None
+    from gateway.grpc import GrpcServer  # grpcio is loaded only where gRPC is served
+
+    return GrpcServer(dataplane, settings)
+
+
 def app_from_environment() -> ASGIApp:
     """Factory for `uvicorn --factory` workers: settings from `DRIFTGATE_*` variables;
     logging configured for this process (`gateway.logs`)."""
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, serve_grpc=True)
 
 
 def _error(message: str, status_code: int, headers: dict[str, str] | None = None) -> Response[Any]:

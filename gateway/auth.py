@@ -2,6 +2,7 @@
 
 Roles: `read` reads the admin API; `feedback` sends label feedback (which decides the
 accuracy gates, so it is a credential of the labelling pipeline, not of every caller);
+`explain` asks for explanations of predictions (which reveal how the model decides);
 `admin` does everything. Each guarded route says which roles it lets in (`Access`).
 """
 
@@ -15,8 +16,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-Role = Literal["read", "feedback", "admin"]
-ROLES: tuple[Role, ...] = ("read", "feedback", "admin")
+Role = Literal["read", "feedback", "explain", "admin"]
+ROLES: tuple[Role, ...] = ("read", "feedback", "explain", "admin")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -40,6 +41,7 @@ class Access(msgspec.Struct, frozen=True):
 
 ADMIN_API = Access(reads=frozenset({"read", "admin"}), writes=frozenset({"admin"}))
 LABELS = Access(reads=frozenset(), writes=frozenset({"feedback", "admin"}))
+EXPLANATIONS = Access(reads=frozenset(), writes=frozenset({"explain", "admin"}))
 
 
 def parse_tokens(text: str) -> tuple[Token, ...]:

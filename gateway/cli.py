@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.compare_cli import add_compare_commands
 from gateway.components import check_state, open_registry
 from gateway.log_cli import add_log_commands
 from gateway.operator import AdminError, add_operator_commands
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[home], help="run the gateway")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--grpc-port", type=int, help="port of the gRPC service (default 8001; 0: no gRPC)"
+    )
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument(
         "--demo", action="store_true", help="register the demo model first if the registry is empty"
@@ -98,9 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     demo_story.add_argument(
         "--redis-url", default="", help="run two gateway processes sharing this Redis"
     )
+    demo_story.add_argument(
+        "--ui",
+        action="store_true",
+        help="then keep the gateway up and print the console's URL and tokens, until Ctrl-C",
+    )
     demo_story.set_defaults(command=_demo)
     add_operator_commands(commands, home)
     add_log_commands(commands, home)
+    add_compare_commands(commands, home)
     return parser
 
 
@@ -111,7 +121,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         **{
             key: value
-            for key in ("host", "port", "workers")
+            for key in ("host", "port", "grpc_port", "workers")
             if (value := getattr(args, key)) is not None
         },
     )
@@ -201,7 +211,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from gateway.demo_story import run_demo
 
-    outcome = asyncio.run(run_demo(getattr(args, "home", None), redis_url=args.redis_url))
+    try:
+        outcome = asyncio.run(
+            run_demo(getattr(args, "home", None), redis_url=args.redis_url, ui=args.ui)
+        )
+    except KeyboardInterrupt:  # how `--ui` ends, once the story has been told
+        if not args.ui:
+            raise
+        print("\nstopped")
+        return 0
     told = (outcome["v2"], outcome["v3"], outcome["retraining"])
     return 0 if told == ("rolled_back", "promoted", True) else 1
 

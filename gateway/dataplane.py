@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
 
 from gateway.deployments import DeploymentManager
-from gateway.errors import GatewayError, NotFoundError
-from gateway.protocol import InferenceRequest, MetadataTensor, ModelMetadata, ServerMetadata
+from gateway.errors import GatewayError, NotFoundError, ServiceUnavailableError
+from gateway.protocol import (
+    InferenceRequest,
+    MetadataTensor,
+    ModelMetadata,
+    ModelReady,
+    ServerMetadata,
+    ServerReady,
+)
 from gateway.repository import LoadedVersion, ModelRepository
 from gateway.routing import Route, Router
 from gateway.shadows import ShadowCopy, ShadowMirror
@@ -23,6 +32,7 @@ from monitor.metrics import UNROUTED, GatewayMetrics
 from monitor.sampling import is_sampled
 from monitor.traffic import TrafficPanes
 from registry import InvalidNameError, TensorSpec, parse_version
+from registry.state import StateAuthenticationError
 
 PLATFORM = "onnx_onnxv1"
 EXTENSIONS = ["binary_tensor_data"]
@@ -36,6 +46,37 @@ class InferenceResult(msgspec.Struct, frozen=True):
     model_version: int
     role: str
     request_id: str | None = None  # the request's `id`, for the access log
+
+
+class Encoder(Protocol):
+    """Encodes an infer call's (spec, array, as binary) outputs into a response body; returns
+    the body and, for REST's binary extension, the length of its JSON header."""
+
+    def __call__(
+        self,
+        *,
+        model_name: str,
+        model_version: int,
+        request_id: str | None,
+        outputs: Sequence[tuple[TensorSpec, np.ndarray, bool]],
+    ) -> tuple[bytes, int | None]:
+        """The encoded response."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How one transport frames an infer call's tensors; the data plane decides the rest.
+
+    REST (the default of `DataPlane.infer`) decodes JSON with the binary extension; gRPC
+    (`gateway.grpc.codec`) decodes a `ModelInferRequest` message into the same request.
+    """
+
+    protocol: str
+    """The `protocol` label of the call's metrics: `rest` or `grpc`."""
+    decode: Callable[[Any, int | None], tuple[InferenceRequest, memoryview]]
+    """(payload, header length) -> the request and its binary tensor data."""
+    encode: Encoder
 
 
 class Tensors(msgspec.Struct, frozen=True):
@@ -76,10 +117,34 @@ class DataPlane:
         self.traffic = traffic
         self.sample_rate = sample_rate
         self.inference_log = inference_log
+        # Bound methods: a subclass's steps (the traced data plane's spans) frame REST too.
+        self._rest = Framing("rest", self._decode, self._encode)
 
     def server_metadata(self) -> ServerMetadata:
         """Name, version and extensions of this server."""
         return ServerMetadata(name="driftgate", version=driftgate_version(), extensions=EXTENSIONS)
+
+    def server_ready(self) -> ServerReady:
+        """Ready once started (startup finishes before the server listens), unless the state
+        backend refuses the gateway's credentials: a configuration error, said in `error`.
+        An unreachable backend does not count: the last known policy goes on serving."""
+        error = self.deployments.state.error
+        if isinstance(error, StateAuthenticationError):
+            return ServerReady(ready=False, error=str(error))
+        return ServerReady(ready=True)
+
+    async def model_ready(self, name: str, version: str | None) -> ModelReady:
+        """Whether the model (version) is loaded and can serve, loading it if needed; a
+        version that cannot be served is not ready, with the reason in `error`.
+
+        Raises:
+            NotFoundError: an unknown model or version.
+        """
+        try:
+            await self.resolve(name, version)
+        except ServiceUnavailableError as exc:
+            return ModelReady(name=name, ready=False, error=str(exc))
+        return ModelReady(name=name, ready=True)
 
     async def resolve(
         self, name: str, version: str | None, key: str | None = None
@@ -114,22 +179,26 @@ class DataPlane:
         self,
         name: str,
         version: str | None,
-        body: bytes,
+        body: Any,
         header_length: int | None,
         routing_key: str | None = None,
+        *,
+        framing: Framing | None = None,
     ) -> InferenceResult:
         """Decode, route, validate, run and encode one inference request; mirror it to the
-        deployment's shadows without waiting for them. Counted and timed by route."""
+        deployment's shadows without waiting for them. Counted and timed by route and
+        protocol. `body` is what `framing` decodes: REST's bytes by default."""
         started = time.perf_counter()
+        framing = self._rest if framing is None else framing
         route_metrics = None
         self.metrics.in_flight.inc()
         try:
-            request, binary = self._decode(body, header_length)
+            request, binary = framing.decode(body, header_length)
             key = routing_key if routing_key is not None else request.id
             loaded, route = await self.resolve(name, version, key)
-            route_metrics = self.metrics.route(name, route.version, route.role)
+            route_metrics = self.metrics.route(name, route.version, route.role, framing.protocol)
             result, tensors = await self._run(
-                loaded, route, request, binary, key, explicit=bool(version)
+                loaded, route, request, binary, key, encode=framing.encode, explicit=bool(version)
             )
             if is_sampled(self.sample_rate(name), name, key):
                 sample = Sample(name, route.version, tensors.inputs, tensors.results, request.id)
@@ -152,7 +221,8 @@ class DataPlane:
         except GatewayError as exc:
             seconds = time.perf_counter() - started
             if route_metrics is None:
-                self.metrics.route(UNROUTED, 0, "").observe(exc.status_code, seconds)
+                unrouted = self.metrics.route(UNROUTED, 0, "", framing.protocol)
+                unrouted.observe(exc.status_code, seconds)
             else:
                 route_metrics.observe(exc.status_code, seconds)
                 self.traffic.record(name, route.version, exc.status_code, seconds)
@@ -168,6 +238,7 @@ class DataPlane:
         binary: memoryview,
         key: str | None,
         *,
+        encode: Encoder,
         explicit: bool,
     ) -> tuple[InferenceResult, Tensors]:
         manifest = loaded.manifest
@@ -183,7 +254,7 @@ class DataPlane:
                 copy = ShadowCopy(manifest.name, shadow, arrays, outputs, list(results.values()))
                 if not self.mirror.offer(copy):
                     self.metrics.shadow_dropped.labels(manifest.name).inc()
-        encoded, json_length = self._encode(
+        encoded, json_length = encode(
             model_name=manifest.name,
             model_version=manifest.version,
             request_id=request.id,

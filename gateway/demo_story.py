@@ -4,6 +4,9 @@ A real gateway on a loopback socket serves the wine classifier while simulated u
 it. A bad version 2 is rolled out and rolled back by the gates; a good version 3 is rolled
 out and promoted; then the users' data shifts, the stable version drifts, and a retraining
 event fires with a Parquet export. The timeline is read back from the audit log.
+
+With `ui`, the gateway then stays up, the users keep calling it (so the drift stays in
+view), and the console's URL and login tokens are printed, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from gateway.settings import Settings, settings_environ
 from registry import ModelRegistry
 
 TOKEN = secrets.token_urlsafe(16)  # a fresh admin token per run, never a fixed one
+VIEWER_TOKEN = secrets.token_urlsafe(16)  # the console's read-only login
 LABELS_TOKEN = secrets.token_urlsafe(16)  # the users' labelling pipeline: feedback role only
 INTERVAL = 2.0  # seconds between rollout evaluations
 ROLLOUT = {
@@ -58,6 +62,7 @@ class Story:
         self.say = say
         self.registry = ModelRegistry(home / "models")
         self.shift = 0.0  # added to the users' inputs, in reference std units
+        self.pause = 0.0  # seconds each user waits between calls (a trickle once told)
         self.started = time.monotonic()
         rows, targets = _wine()
         self.rows = rows
@@ -70,26 +75,31 @@ class Story:
 
 
 async def run_demo(
-    home: Path | None = None, say: Callable[[str], None] = print, redis_url: str = ""
+    home: Path | None = None,
+    say: Callable[[str], None] = print,
+    redis_url: str = "",
+    *,
+    ui: bool = False,
 ) -> dict[str, Any]:
     """Run the whole story; returns what happened (for tests). With `redis_url`, two
-    gateway processes share that Redis and the users are spread over both."""
+    gateway processes share that Redis and the users are spread over both. With `ui`, the
+    gateway stays up after the story, for the console, until it is stopped (Ctrl-C)."""
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per call drowns the story
     with contextlib.ExitStack() as stack:
         if home is None:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="driftgate-demo-")))
         story = Story(home, say, redis_url)
-        return await _tell(story)
+        return await _tell(story, ui=ui)
 
 
-async def _tell(story: Story) -> dict[str, Any]:
+async def _tell(story: Story, *, ui: bool = False) -> dict[str, Any]:
     story.note("training and registering version 1 of the wine classifier")
     _register(story, "v1", seed=0, description="the first model")
     events = story.home / "retraining-event.json"
     saver = f"import sys; open({str(events)!r}, 'wb').write(sys.stdin.buffer.read())"
     settings = Settings(
         home=story.home,
-        tokens=f"operator:admin:{TOKEN},labeller:feedback:{LABELS_TOKEN}",
+        tokens=f"operator:admin:{TOKEN},viewer:read:{VIEWER_TOKEN},labeller:feedback:{LABELS_TOKEN}",
         sample_rate=1.0,
         drift_pane_seconds=2.0,
         drift_window_panes=8,
@@ -100,14 +110,23 @@ async def _tell(story: Story) -> dict[str, Any]:
         redis_url=story.redis_url,
     )
     outcome: dict[str, Any] = {}
-    async with _gateways(settings, 2 if story.redis_url else 1) as urls:
+    async with _gateways(settings, 2 if story.redis_url else 1) as (urls, stopped):
         story.note(f"gateway serving on {', '.join(urls)}; users start calling it")
-        await _story(story, urls, events, outcome)
-    _print_timeline(story, outcome["timeline"])
+        await _story(story, urls, events, outcome, hold=stopped if ui else None)
+    if not ui:  # with the console, the timeline was printed before it
+        _print_timeline(story, outcome["timeline"])
     return outcome
 
 
-async def _story(story: Story, urls: list[str], events: Path, outcome: dict[str, Any]) -> None:
+async def _story(
+    story: Story,
+    urls: list[str],
+    events: Path,
+    outcome: dict[str, Any],
+    *,
+    hold: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """The story; with `hold`, the users go on calling (more slowly) until it returns."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     clients = [httpx.AsyncClient(base_url=url, timeout=10, headers=headers) for url in urls]
     client = clients[0]  # the operator's; users are spread over every gateway
@@ -141,18 +160,27 @@ async def _story(story: Story, urls: list[str], events: Path, outcome: dict[str,
                 f"{', '.join(event['drifted'])}; {event['rows']} rows in {event['export']}"
             )
             outcome["event"] = event
-        stop.set()
-        await asyncio.gather(*users)
         audit = (await client.get("/admin/audit", params={"model": DEMO_MODEL})).json()
         outcome["timeline"] = audit["entries"]
+        if hold is not None:
+            _print_timeline(story, outcome["timeline"])
+            story.pause = 0.05  # enough calls to keep the drift window full, no more
+            _print_console(story, urls[0])
+            await hold()
+        stop.set()
+        await asyncio.gather(*users)
     finally:
         for each in clients:
             await each.aclose()
 
 
+Stopped = Callable[[], Awaitable[None]]  # returns once the gateways have stopped
+
+
 @contextlib.asynccontextmanager
-async def _gateways(settings: Settings, count: int) -> AsyncIterator[list[str]]:
-    """One gateway in this process (embedded state), or `count` processes sharing Redis."""
+async def _gateways(settings: Settings, count: int) -> AsyncIterator[tuple[list[str], Stopped]]:
+    """One gateway in this process (embedded state), or `count` processes sharing Redis;
+    with their URLs, a function that returns once they stop (Ctrl-C stops them)."""
     if count == 1:
         port = _free_port()
         server = uvicorn.Server(
@@ -161,8 +189,12 @@ async def _gateways(settings: Settings, count: int) -> AsyncIterator[list[str]]:
         serving = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.05)
+
+        async def served() -> None:
+            await asyncio.shield(serving)
+
         try:
-            yield [f"http://127.0.0.1:{port}"]
+            yield [f"http://127.0.0.1:{port}"], served
         finally:
             server.should_exit = True
             await serving
@@ -196,7 +228,14 @@ async def _gateways(settings: Settings, count: int) -> AsyncIterator[list[str]]:
 
                 if not await _wait(ready, 60):
                     raise RuntimeError(f"the gateway at {url} did not start")
-        yield urls
+
+        async def exited() -> None:
+            waits = [asyncio.create_task(process.wait()) for process in processes]
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in pending:
+                wait.cancel()
+
+        yield urls, exited
     finally:
         for process in processes:
             process.terminate()
@@ -259,6 +298,8 @@ async def _user(story: Story, client: httpx.AsyncClient, index: int, stop: async
                 )
                 labels = []
         sent += 1
+        if story.pause:
+            await asyncio.sleep(story.pause)
 
 
 def _register(story: Story, name: str, **training: Any) -> None:
@@ -294,6 +335,22 @@ def _print_timeline(story: Story, entries: list[dict[str, Any]]) -> None:
             f"  {entry['time'][11:19]}  {entry['actor']:<14} {entry['action']:<20} "
             f"{entry['reason'][:90]}"
         )
+
+
+def _print_console(story: Story, url: str) -> None:
+    story.say(
+        f"\nthe gateway stays up, the users keep calling it: watch it in the console\n"
+        f"  console   {url}/ui\n"
+        f"  log in    {TOKEN}   (operator, admin: may pause, resume, promote, roll back)\n"
+        f"            {VIEWER_TOKEN}   (viewer, read only)\n"
+        f"  see       the models page, demo version 3's drifted features "
+        f"({url}/ui/models/{DEMO_MODEL}/versions/3),\n"
+        f"            the rollout of version 3 ({url}/ui/models/{DEMO_MODEL}/rollout), and "
+        f"version 2's rollback\n"
+        f"            with its failing gates in the audit log ({url}/ui/audit)\n"
+        f"  API docs  {url}/docs\n"
+        f"press Ctrl-C to stop"
+    )
 
 
 def _wine() -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,6 @@ from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.dataplane import DataPlane
-from gateway.deployments import DeploymentManager
-from gateway.errors import ServiceUnavailableError
 from gateway.protocol import (
     ErrorResponse,
     ModelMetadata,
@@ -20,7 +18,6 @@ from gateway.protocol import (
     ServerMetadata,
     ServerReady,
 )
-from registry.state import StateAuthenticationError
 
 _ERRORS = {
     status: ResponseSpec(data_container=ErrorResponse, description=description)
@@ -46,17 +43,14 @@ async def server_live() -> ServerLive:
     tags=["health"],
     responses={503: ResponseSpec(data_container=ServerReady, description="Not ready, and why")},
 )
-async def server_ready(manager: NamedDependency[DeploymentManager]) -> Response[ServerReady]:
+async def server_ready(dataplane: NamedDependency[DataPlane]) -> Response[ServerReady]:
     """The server has loaded its stable versions (startup finishes before it listens), and
     its state backend accepts its credentials: one that refuses them is a configuration
     error, which answers 503 with the reason. An unreachable backend does not: the gateway
     serves the last known policy, as `/admin/status` reports."""
-    error = manager.state.error
-    if isinstance(error, StateAuthenticationError):
-        return Response(
-            ServerReady(ready=False, error=str(error)), status_code=HTTP_503_SERVICE_UNAVAILABLE
-        )
-    return Response(ServerReady(ready=True), status_code=HTTP_200_OK)
+    ready = dataplane.server_ready()
+    status = HTTP_200_OK if ready.ready else HTTP_503_SERVICE_UNAVAILABLE
+    return Response(ready, status_code=status)
 
 
 @get("/", summary="Server metadata", tags=["metadata"])
@@ -92,14 +86,8 @@ async def model_ready(
 ) -> Response[ModelReady]:
     """Whether the model (version) is loaded and can serve; loads it if needed. A version
     that cannot be served answers 503 with `ready: false` and the reason in `error`."""
-    try:
-        await dataplane.resolve(name, version)
-    except ServiceUnavailableError as exc:
-        return Response(
-            ModelReady(name=name, ready=False, error=str(exc)),
-            status_code=HTTP_503_SERVICE_UNAVAILABLE,
-        )
-    return Response(ModelReady(name=name, ready=True), status_code=HTTP_200_OK)
+    ready = await dataplane.model_ready(name, version)
+    return Response(ready, status_code=HTTP_200_OK if ready.ready else HTTP_503_SERVICE_UNAVAILABLE)
 
 
 def inference_router() -> Router:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import msgspec
 
@@ -23,7 +22,7 @@ from monitor.feedback import is_regression
 from monitor.gates import OutputWindow, Window, decide, judge, overall
 from monitor.panes import PaneStore
 from monitor.retraining import RetrainingTrigger
-from monitor.traffic import TrafficPanes, outcomes
+from monitor.traffic import Outcomes, TrafficPanes, outcomes
 from monitor.webhooks import WebhookSender, describe_url
 from registry.deployment import Canary, Deployment, PolicyConflictError
 from registry.rollout import (
@@ -38,6 +37,9 @@ from registry.rollout import (
 logger = logging.getLogger(__name__)
 CONTROLLER = "controller"
 TICK_SECONDS = 0.5  # how often the leader looks for due rollouts
+# Every process publishes its outcome panes of this many intervals back; an exchange deletes
+# older panes from the shared store, so whoever reads them looks no further back.
+PUBLISHED_INTERVALS = 2
 
 
 class RolloutController:
@@ -161,7 +163,7 @@ class RolloutController:
             rollout = deployment.rollout
             if rollout is None or rollout.status != "running":
                 continue
-            since = now - 2 * rollout.config.interval_seconds
+            since = now - PUBLISHED_INTERVALS * rollout.config.interval_seconds
             for version in (deployment.stable, rollout.version):
                 own = self._traffic.own(model, version)
                 await self._panes.exchange(f"traffic:{model}:{version}", own, since)
@@ -178,7 +180,7 @@ class RolloutController:
         evaluation = Evaluation(
             at=now, weight=weight, verdict=overall(results), gates=tuple(results)
         )
-        decided = decide(rollout, evaluation)
+        decided = decide(rollout, evaluation).recorded(evaluation)
 
         def apply(current: Deployment) -> Deployment:
             # Compared by identity and progress: evidence may hold NaN, never equal to itself.
@@ -198,10 +200,15 @@ class RolloutController:
         )
         return changed
 
+    async def outcomes(self, model: str, version: int, since: float) -> Outcomes:
+        """A version's calls and their outcomes since `since`, over every process's panes
+        (those of the last `PUBLISHED_INTERVALS` intervals of a running rollout)."""
+        own = self._traffic.own(model, version)
+        return outcomes(await self._panes.exchange(f"traffic:{model}:{version}", own, since))
+
     async def _window(self, model: str, stable: int, canary: int, since: float) -> Window:
-        async def merged(version: int) -> Any:
-            own = self._traffic.own(model, version)
-            return outcomes(await self._panes.exchange(f"traffic:{model}:{version}", own, since))
+        async def merged(version: int) -> Outcomes:
+            return await self.outcomes(model, version, since)
 
         async def outputs(version: int) -> OutputWindow | None:
             found = await self._monitor.merged_outputs(model, version, since)

@@ -241,6 +241,8 @@ def serve(settings: Settings) -> None:
             log_config=None,  # its records go to the root logger, in our format
             log_level=settings.log_level,
             access_log=False,  # the infer calls' own access log is `settings.access_log`
+            ssl_certfile=settings.tls_cert_file or None,  # gRPC's TLS: gateway.grpc.server
+            ssl_keyfile=settings.tls_key_file or None,
         )
     finally:
         if metrics_dir is not None:

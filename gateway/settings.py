@@ -50,6 +50,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Address `driftgate serve` binds."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     """Port `driftgate serve` binds."""
+    grpc_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8001
+    """Port of the Open Inference Protocol over gRPC (`inference.GRPCInferenceService` and
+    `grpc.health.v1.Health`), on `host`, served by every worker beside REST; 8001, as
+    Triton's. 0 turns gRPC off."""
+    grpc_reflection: bool = False
+    """gRPC server reflection (what `grpcurl` lists and describes); off, the services are
+    described only by the vendored `gateway/grpc/open_inference_grpc.proto`."""
+    tls_cert_file: str = ""
+    """PEM certificate chain of the server. With `tls_key_file`, REST is served over HTTPS
+    and gRPC over TLS, on the same ports; empty (both): plain text."""
+    tls_key_file: str = ""
+    """PEM private key of `tls_cert_file`."""
     workers: Positive = 1
     """Server worker processes."""
     max_request_bytes: Positive = 16 * 1024 * 1024
@@ -100,14 +112,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     `gateway.tracing`). Off, the request path carries no tracing code at all."""
     tokens: str = ""
     """Bearer tokens, `NAME:ROLE:SECRET` comma-separated. ROLE `read` reads the admin API,
-    `feedback` sends labels (`POST /v1/feedback`), `admin` does both and every admin write.
+    `feedback` sends labels (`POST /v1/feedback`), `explain` asks for explanations
+    (`POST /v1/models/{m}/explain`), `admin` does all of these and every admin write.
     With none, those routes answer 401."""
+    console: bool = True
+    """Serve the operator console at `/ui` (login with a `read` or `admin` token)."""
+    console_session_seconds: Annotated[float, msgspec.Meta(ge=60.0)] = 8 * 3600.0
+    """How long a console login lasts; logging out, or changing the token's secret, ends
+    it sooner."""
     redis_url: str = ""
     """Redis for shared control state (many workers or replicas); empty: embedded files."""
     shadow_queue_size: Positive = 1000
     """Copies waiting for shadow versions; beyond it copies are dropped and counted."""
     shadow_workers: Positive = 1
     """Concurrent shadow runs; shadows never take more than this from the primary."""
+    explain_workers: Positive = 1
+    """Explanations computed at once (`POST /v1/models/{m}/explain`), each in a thread of
+    their own pool with its own single-threaded session, never inference's; one more call
+    is answered 503 at once rather than queued."""
+    explain_max_rows: Positive = 16
+    """Rows one explain call may send (413 beyond)."""
+    explain_max_evaluations: Positive = 2_000_000
+    """Model rows one explain call may run, in all (413 when even the cheapest explanation
+    of its rows needs more). Each coalition of features runs the model on every background
+    row: all 2^F coalitions of F features are enumerated (exact Shapley values) when they
+    fit, feature orders are sampled (permutation Shapley values) when they do not."""
+    explain_background_rows: Positive = 100
+    """Rows of the background sample drawn from the reference profile: attributions are
+    relative to the model's mean output over it."""
+    explain_timeout_seconds: Seconds = 10.0
+    """Longest an explanation may run the model; it is stopped with 503 past it."""
     batching: Batching = Batching()
     """Batching of every model, unless `model_batching` names it."""
     model_batching: dict[str, Batching] = {}
@@ -205,6 +239,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.inference_log_stream and not self.redis_url:
             raise ValueError("inference_log_stream needs redis_url (the stream's Redis)")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(
+                f"port and grpc_port are both {self.port}: give gRPC a port of its own, or 0"
+            )
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(
+                "TLS needs both tls_cert_file and tls_key_file (PEM files), or neither"
+            )
         if self.inference_log_on and not (
             self.inference_log_parquet or self.inference_log_stream or self.inference_log_url
         ):
@@ -212,6 +254,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "the inference log is on (inference_log_rate) but has nowhere to go: set "
                 "inference_log_parquet, inference_log_stream or inference_log_url"
             )
+
+    @property
+    def tls_on(self) -> bool:
+        """Whether REST and gRPC are served over TLS."""
+        return bool(self.tls_cert_file)
 
     @property
     def inference_log_on(self) -> bool:

@@ -23,6 +23,7 @@ from registry import Signature, TensorSpec
 from registry.datatypes import OIP_TO_NUMPY
 
 _REQUEST_DECODER = msgspec.json.Decoder(InferenceRequest)
+_INVALID = "invalid inference request"
 _RESPONSE_ENCODER = msgspec.json.Encoder()
 _LENGTH = struct.Struct("<I")
 
@@ -43,9 +44,18 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[InferenceReq
         with json_errors("the inference request"):
             return _REQUEST_DECODER.decode(header), binary
     except msgspec.ValidationError as exc:
-        raise BadRequestError(f"invalid inference request: {exc}") from exc
+        raise BadRequestError(f"{_INVALID}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadRequestError(f"malformed JSON in inference request: {exc}") from exc
+
+
+def convert_request(fields: Mapping[str, Any]) -> InferenceRequest:
+    """A request another protocol decoded into Python objects (the JSON's own shape: gRPC's
+    messages), validated as a JSON request is, with the same errors."""
+    try:
+        return msgspec.convert(fields, InferenceRequest)
+    except msgspec.ValidationError as exc:
+        raise BadRequestError(f"{_INVALID}: {exc}") from exc
 
 
 def input_arrays(
@@ -157,8 +167,11 @@ def _json_array(tensor: RequestInput, dtype: np.dtype[Any]) -> np.ndarray:
             f"{natural[~whole].flat[0].item()!r}; round the data before sending it"
         )
     info = np.iinfo(dtype)
-    # max + 1 is a power of two, exact as a float: 2.0**63 is refused for INT64
-    if natural.min() < info.min or natural.max() >= info.max + 1:
+    if natural.dtype.kind == "f":
+        # float64 is exact only to 2**53, and numpy makes it of whole numbers that fit
+        # neither int64 nor uint64 together (0 and 2**64 - 1): bound the numbers as sent.
+        natural = np.array(data, dtype=object)
+    if natural.min() < info.min or natural.max() > info.max:
         raise BadRequestError(_out_of_range(tensor, dtype))
     return natural.astype(dtype)
 
@@ -238,7 +251,7 @@ def encode_response(
     for spec, array, as_binary in outputs:
         output = ResponseOutput(name=spec.name, datatype=spec.datatype, shape=list(array.shape))
         if as_binary:
-            raw = _to_binary(array, spec.datatype)
+            raw = tensor_bytes(array, spec.datatype)
             output.parameters = {"binary_data_size": len(raw)}
             sections.append(raw)
         else:
@@ -264,7 +277,8 @@ def _to_json(array: np.ndarray, datatype: str) -> list[Any]:
     return values
 
 
-def _to_binary(array: np.ndarray, datatype: str) -> bytes:
+def tensor_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """An output's binary form: little-endian, row-major; BYTES elements length-prefixed."""
     if datatype == "BYTES":
         parts = []
         for item in array.reshape(-1):

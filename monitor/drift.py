@@ -30,6 +30,7 @@ from registry.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 CONSUME_BATCH = 256  # samples the consumer takes at once
+HISTORY = 360  # evaluations kept per version: an hour at the default 10 s interval
 
 
 class MonitorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +69,34 @@ class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
     quality: QualityReport | None = None  # accuracy or MAE, realized and estimated
 
 
+class Evaluated(msgspec.Struct, frozen=True, kw_only=True):
+    """One past evaluation of a version: when, and every status it found."""
+
+    at: float  # seconds since the epoch
+    status: Status  # the version's
+    inputs: tuple[Status, ...]  # each input feature's, in the order `DriftHistory.inputs`
+    outputs: tuple[Status, ...]  # each output's, in the order `DriftHistory.outputs`
+
+
+class DriftHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """The last `HISTORY` evaluations of a version, oldest first."""
+
+    inputs: tuple[str, ...]  # input feature names
+    outputs: tuple[str, ...]  # output names
+    evaluations: tuple[Evaluated, ...]
+
+
+class LiveCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """The counts the latest evaluation of a version judged (every process's panes merged),
+    with the layouts that read them: the live distributions, without raw rows."""
+
+    evaluated_at: float
+    input_layout: WindowLayout
+    inputs: WindowCounts
+    output_layout: WindowLayout
+    outputs: WindowCounts
+
+
 class Sample(msgspec.Struct, frozen=True):
     """One sampled request, as the request path hands it over (no copy, no conversion)."""
 
@@ -97,6 +126,8 @@ class VersionWatch:
         self.detectors = {"input": DriftDetector(decisions), "output": DriftDetector(decisions)}
         self.clocks = {"input": RowClock(), "output": RowClock()}
         self.report: DriftReport | None = None
+        self.counts: LiveCounts | None = None  # what `report` was computed from
+        self.history: deque[Evaluated] = deque(maxlen=HISTORY)
         # The request id of every row in the windows, oldest first (for exports' labels).
         self.request_ids: deque[str | None] = deque(maxlen=config.capacity)
 
@@ -173,6 +204,22 @@ class DriftMonitor:
         """The latest evaluation of every watched version."""
         return [watch.report for watch in self._watches.values() if watch.report is not None]
 
+    def history(self, model: str, version: int) -> DriftHistory | None:
+        """The kept evaluations of a version (empty before the first), None if not watched."""
+        watch = self._watches.get((model, version))
+        if watch is None:
+            return None
+        return DriftHistory(
+            inputs=watch.inputs.layout.names,
+            outputs=watch.outputs.layout.names,
+            evaluations=tuple(watch.history),
+        )
+
+    def live_counts(self, model: str, version: int) -> LiveCounts | None:
+        """The merged counts behind `report(model, version)`, if it was evaluated yet."""
+        watch = self._watches.get((model, version))
+        return watch.counts if watch else None
+
     def window(self, model: str, version: int) -> VersionWatch | None:
         """The windows of a version (for exports), if watched."""
         return self._watches.get((model, version))
@@ -212,9 +259,10 @@ class DriftMonitor:
         since = (now // self.config.pane_seconds) * self.config.pane_seconds - span
         reports = []
         for (model, version), watch in list(self._watches.items()):
-            directions = []
+            directions, merged = [], []
             for direction, window in (("input", watch.inputs), ("output", watch.outputs)):
                 counts, rows = await self._merged(window, model, version, direction, since)
+                merged.append(counts)
                 statistics = window.layout.statistics(counts)
                 seen = watch.clocks[direction].advance(rows)
                 assessment = watch.detectors[direction].evaluate(statistics, rows_seen=seen)
@@ -243,6 +291,21 @@ class DriftMonitor:
                     if self.quality is None
                     else await self.quality.report(watch.manifest, since)
                 ),
+            )
+            watch.counts = LiveCounts(
+                evaluated_at=now,
+                input_layout=watch.inputs.layout,
+                inputs=merged[0],
+                output_layout=watch.outputs.layout,
+                outputs=merged[1],
+            )
+            watch.history.append(
+                Evaluated(
+                    at=now,
+                    status=watch.report.status,
+                    inputs=tuple(f.status for f in inputs.assessment.features),
+                    outputs=tuple(f.status for f in outputs.assessment.features),
+                )
             )
             reports.append(watch.report)
         return reports

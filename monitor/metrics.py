@@ -17,15 +17,26 @@ UNROUTED = "_unrouted"  # model label of calls that never reached a model (unkno
 
 
 class RouteMetrics:
-    """The cached label children of one (model, version, role)."""
+    """The cached label children of one (model, version, role) over one protocol."""
 
-    __slots__ = ("_family", "_key", "_statuses", "latency", "samples", "samples_dropped")
+    __slots__ = (
+        "_family",
+        "_key",
+        "_protocol",
+        "_statuses",
+        "latency",
+        "samples",
+        "samples_dropped",
+    )
 
-    def __init__(self, family: GatewayMetrics, model: str, version: str, role: str) -> None:
+    def __init__(
+        self, family: GatewayMetrics, model: str, version: str, role: str, protocol: str
+    ) -> None:
         self._family = family
         self._key = (model, version, role)
+        self._protocol = protocol
         self._statuses: dict[int, Counter] = {}
-        self.latency = family.latency.labels(model, version, role)
+        self.latency = family.latency.labels(model, version, role, protocol)
         self.samples = family.samples.labels(model, version)
         self.samples_dropped = family.samples_dropped.labels(model, version)
 
@@ -33,7 +44,9 @@ class RouteMetrics:
         """Count one finished call and its end-to-end latency."""
         counter = self._statuses.get(status)
         if counter is None:
-            counter = self._statuses[status] = self._family.requests.labels(*self._key, str(status))
+            counter = self._statuses[status] = self._family.requests.labels(
+                *self._key, str(status), self._protocol
+            )
         counter.inc()
         self.latency.observe(seconds)
 
@@ -46,14 +59,15 @@ class GatewayMetrics:
         route = ["model", "version", "role"]
         self.requests = Counter(
             "driftgate_requests",
-            "Inference calls by outcome (HTTP status).",
-            [*route, "status"],
+            "Inference calls by outcome (the HTTP status; a gRPC call's maps to one) and "
+            "protocol (rest, grpc).",
+            [*route, "status", "protocol"],
             registry=registry,
         )
         self.latency = Histogram(
             "driftgate_request_duration_seconds",
-            "End-to-end inference latency inside the gateway.",
-            route,
+            "End-to-end inference latency inside the gateway, by protocol (rest, grpc).",
+            [*route, "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -145,12 +159,12 @@ class GatewayMetrics:
             ["model", "action", "actor"],
             registry=registry,
         )
-        self._routes: dict[tuple[str, int, str], RouteMetrics] = {}
+        self._routes: dict[tuple[str, int, str, str], RouteMetrics] = {}
 
-    def route(self, model: str, version: int, role: str) -> RouteMetrics:
-        """The cached children of a route (created on first use)."""
-        key = (model, version, role)
+    def route(self, model: str, version: int, role: str, protocol: str = "rest") -> RouteMetrics:
+        """The cached children of a route over one protocol (created on first use)."""
+        key = (model, version, role, protocol)
         children = self._routes.get(key)
         if children is None:
-            children = self._routes[key] = RouteMetrics(self, model, str(version), role)
+            children = self._routes[key] = RouteMetrics(self, model, str(version), role, protocol)
         return children

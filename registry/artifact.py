@@ -11,7 +11,7 @@ escape the integrity check. Every tensor must therefore be stored inside the mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -63,7 +63,7 @@ def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
         yield from _attribute_tensors(node.attribute)
 
 
-def _attribute_tensors(attributes: Iterator[onnx.AttributeProto]) -> Iterator[onnx.TensorProto]:
+def _attribute_tensors(attributes: Iterable[onnx.AttributeProto]) -> Iterator[onnx.TensorProto]:
     for attribute in attributes:
         if attribute.HasField("t"):
             yield attribute.t

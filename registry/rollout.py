@@ -15,6 +15,9 @@ Percent = Annotated[float, msgspec.Meta(gt=0.0, le=100.0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Verdict = Literal["pass", "fail", "inconclusive"]
 RolloutStatus = Literal["running", "paused", "promoted", "rolled_back", "aborted"]
+# Evaluations a rollout keeps (oldest dropped first): the console shows them all, on every
+# replica, from the stored state. A rollout at the default 30 s interval spans 25 minutes.
+HISTORY = 50
 
 
 class Gates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,3 +93,11 @@ class RolloutState(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     started_by: str
     last: Evaluation | None = None
     next_evaluation_at: float = 0.0
+    # The last `HISTORY` evaluations, oldest first, `last` included; empty in states stored
+    # before it was kept, which still decode.
+    history: tuple[Evaluation, ...] = ()
+
+    def recorded(self, evaluation: Evaluation) -> RolloutState:
+        """This state with `evaluation` added to its history (the oldest dropped past
+        `HISTORY`)."""
+        return msgspec.structs.replace(self, history=(*self.history, evaluation)[-HISTORY:])

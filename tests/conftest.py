@@ -44,7 +44,12 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def home(tmp_path: Path, artifacts: Path) -> Path:
     """A data directory whose registry holds affine (versions 1 and 2), identity and lookup."""
-    registry = ModelRegistry(tmp_path / "models")
+    return register_models(tmp_path, artifacts)
+
+
+def register_models(home: Path, artifacts: Path) -> Path:
+    """Register affine (versions 1 and 2), identity and lookup under `home`; returns it."""
+    registry = ModelRegistry(home / "models")
     registry.register(
         "affine",
         artifacts / "affine.onnx",
@@ -61,7 +66,7 @@ def home(tmp_path: Path, artifacts: Path) -> Path:
     )
     registry.register("identity", artifacts / "identity.onnx", artifacts / "identity.parquet")
     registry.register("lookup", artifacts / "lookup.onnx", artifacts / "lookup.csv")
-    return tmp_path
+    return home
 
 
 ADMIN_TOKEN = "s3cret-admin"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +57,21 @@ def affine_model(path: Path, *, features: int = 4, offset: float = 1.0) -> Path:
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
 
 
-def identity_model(path: Path) -> Path:
-    """One Identity per OIP datatype: input `in_<type>` [batch] -> output `out_<type>`."""
-    names = [datatype.lower() for datatype in ALL_TYPES]
+def identity_model(path: Path, datatypes: Iterable[str] = ALL_TYPES) -> Path:
+    """One Identity per OIP datatype (all, or `datatypes`): input `in_<type>` [batch] ->
+    output `out_<type>`."""
+    types = {datatype: ALL_TYPES[datatype] for datatype in datatypes}
+    names = [datatype.lower() for datatype in types]
     graph = helper.make_graph(
         [helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]) for name in names],
         "identity",
         [
             helper.make_tensor_value_info(f"in_{name}", onnx_type, ["batch"])
-            for name, (onnx_type, _) in zip(names, ALL_TYPES.values(), strict=True)
+            for name, (onnx_type, _) in zip(names, types.values(), strict=True)
         ],
         [
             helper.make_tensor_value_info(f"out_{name}", onnx_type, ["batch"])
-            for name, (onnx_type, _) in zip(names, ALL_TYPES.values(), strict=True)
+            for name, (onnx_type, _) in zip(names, types.values(), strict=True)
         ],
     )
     return _save(helper.make_model(graph, opset_imports=OPSET), path)
@@ -116,10 +119,11 @@ def affine_reference(path: Path, *, rows: int = 500, features: int = 4, seed: in
     return path
 
 
-def identity_reference(path: Path, *, rows: int = 50) -> Path:
-    """One column per input of `identity_model`, in its column's type."""
+def identity_reference(path: Path, *, rows: int = 50, datatypes: Iterable[str] = ALL_TYPES) -> Path:
+    """One column per input of `identity_model` (of the same `datatypes`), in its type."""
     columns = {}
-    for datatype, (_, dtype) in ALL_TYPES.items():
+    for datatype in datatypes:
+        dtype = ALL_TYPES[datatype][1]
         if datatype == "BYTES":
             values: list[object] = [f"s{i % 5}" for i in range(rows)]
         elif datatype == "BOOL":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +19,28 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "retrain.py"
 
 
 @pytest.mark.timeout(240)
-def test_the_demo_story_and_an_unattended_retraining(tmp_path: Path) -> None:
-    demo = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--home", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    story = demo.stdout
-    assert demo.returncode == 0, story + demo.stderr
+def test_the_demo_story_its_console_and_an_unattended_retraining(tmp_path: Path) -> None:
+    errors = tmp_path / "demo.err"
+    with errors.open("w") as stderr:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "demo", "--ui", "--home", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert demo.stdout is not None
+        story = ""
+        try:
+            while "press Ctrl-C to stop" not in story and demo.poll() is None:
+                story += demo.stdout.readline()
+            assert demo.poll() is None, story + errors.read_text()
+            look_at_the_console(story)
+        finally:
+            demo.send_signal(signal.SIGINT)  # as a newcomer stops it
+            rest, _ = demo.communicate(timeout=30)
+    story += rest
+    assert demo.returncode == 0, story + errors.read_text()
     assert "version 2: rolled_back" in story
     assert "accuracy: worse than stable" in story
     assert "version 3: promoted" in story
@@ -60,6 +75,27 @@ def test_the_demo_story_and_an_unattended_retraining(tmp_path: Path) -> None:
             f"{url}/admin/models/demo/rollout", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         ).json()
         assert (state["version"], state["status"]) == (4, "running")
+
+
+def look_at_the_console(story: str) -> None:
+    """What `--ui` promises: v2's rollback with its failing gate, v3 promoted, drifted
+    features, in the console whose URL and token it printed."""
+    url = re.search(r"console +(http://\S+)/ui\n", story)
+    token = re.search(r"log in +(\S+) +\(operator", story)
+    assert url is not None, story
+    assert token is not None, story
+    with httpx.Client(base_url=url[1], timeout=10) as browser:
+        form = browser.get("/ui/login")
+        secret = re.search(r'name="_csrf" value="([^"]+)"', form.text)
+        assert secret is not None
+        browser.post("/ui/login", data={"token": token[1], "_csrf": secret[1]})
+        rollout = browser.get("/ui/models/demo/rollout").text
+        assert 'data-status="promoted"' in rollout
+        audit = browser.get("/ui/audit", params={"model": "demo"}).text
+        assert 'data-action="rollout.rollback"' in audit
+        assert '<strong class="gate-fail">accuracy fail' in audit
+        version = browser.get("/ui/models/demo/versions/3").text
+        assert 'data-feature="alcohol" data-status="drift"' in version
 
 
 @pytest.mark.timeout(240)

@@ -307,9 +307,9 @@ def test_gateway_pod(manifests: tuple[Doc, ...]) -> None:
     uid = re.search(r"useradd .*--uid (\d+) driftgate", (ROOT / "Dockerfile").read_text())
     assert uid is not None
     assert spec["securityContext"]["runAsUser"] == int(uid.group(1))
-    # The OIP health routes, on the port the gateway binds.
-    (port,) = container["ports"]
-    assert (port["name"], port["containerPort"]) == ("http", settings.port)
+    # The OIP health routes, on the port the gateway binds; gRPC on its own.
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": settings.port, "grpc": settings.grpc_port}
     probes = {
         probe: (container[probe]["httpGet"]["path"], container[probe]["httpGet"]["port"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe")

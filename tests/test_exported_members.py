@@ -7,7 +7,10 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("package", ["gateway", "monitor", "monitor.inference_log", "registry"])
+@pytest.mark.parametrize(
+    "package",
+    ["gateway", "gateway.grpc", "gateway.ui", "monitor", "monitor.inference_log", "registry"],
+)
 def test_all_is_sorted_and_importable(package: str) -> None:
     module = importlib.import_module(package)
     names = module.__all__

@@ -38,7 +38,7 @@ def test_requests_latency_and_errors_are_counted_by_route(client: Client) -> Non
     client.post("/v2/models/affine/infer", json={"inputs": []})
     client.post("/v2/models/nope/infer", json=ROWS)
     text = client.get("/metrics").text
-    route = {"model": "affine", "version": "2", "role": "stable"}
+    route = {"model": "affine", "version": "2", "role": "stable", "protocol": "rest"}
     assert value(text, "driftgate_requests_total", **route, status="200") == 3
     assert value(text, "driftgate_requests_total", **route, status="400") == 1
     assert (
@@ -49,12 +49,19 @@ def test_requests_latency_and_errors_are_counted_by_route(client: Client) -> Non
             version="1",
             role="explicit",
             status="200",
+            protocol="rest",
         )
         == 1
     )
     assert (
         value(
-            text, "driftgate_requests_total", model="_unrouted", version="0", role="", status="404"
+            text,
+            "driftgate_requests_total",
+            model="_unrouted",
+            version="0",
+            role="",
+            status="404",
+            protocol="rest",
         )
         == 1
     )
@@ -116,6 +123,7 @@ def test_several_workers_report_one_total(home: Path) -> None:
                     version="2",
                     role="stable",
                     status="200",
+                    protocol="rest",
                 )
                 == 40
             )

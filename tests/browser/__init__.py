@@ -1,0 +1,1 @@
+"""Browser tests: the console and the docs in headless Chromium."""
