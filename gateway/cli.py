@@ -12,13 +12,12 @@ from typing import Any
 import msgspec
 
 from gateway.compare_cli import add_compare_commands
-from gateway.components import check_state, open_registry
 from gateway.log_cli import add_log_commands
 from gateway.operator import AdminError, add_operator_commands
 from gateway.settings import Settings, load_settings, settings_environ
 from gateway.tables import print_table
 from gateway.version import driftgate_version
-from registry import DamagedVersionError, Manifest, RegistryError
+from registry import DamagedVersionError, Manifest, ModelRegistry, RegistryError
 from registry.manifest import encode_manifest, parse_pairs
 
 
@@ -127,6 +126,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.demo:
         _init_demo(args, settings)
+    from gateway.components import check_state
+
     check_state(settings)  # one clear line now, not a traceback from every worker
     # Workers are separate processes: they read the same settings from the environment
     # (secrets excepted: they read those where this process did, see settings_environ).
@@ -136,7 +137,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _register(args: argparse.Namespace, settings: Settings) -> int:
-    manifest = open_registry(settings).register(
+    manifest = _registry(settings).register(
         args.name,
         args.model,
         args.reference,
@@ -152,7 +153,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    registry = open_registry(settings)
+    registry = _registry(settings)
     rows: list[dict[str, Any]] = []
     manifests: dict[str, Manifest] = {}
     for name in registry.models():
@@ -189,7 +190,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
-    manifest = open_registry(settings).manifest(args.name, args.version)
+    manifest = _registry(settings).manifest(args.name, args.version)
     if args.json:
         print(encode_manifest(manifest).decode())
         return 0
@@ -200,7 +201,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 def _init_demo(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.demo import ensure_demo_model
 
-    manifest = ensure_demo_model(open_registry(settings), settings.home / "demo")
+    manifest = ensure_demo_model(_registry(settings), settings.home / "demo")
     if manifest is not None:
         print(f"registered {manifest.name} version {manifest.version} (the demo model)")
     return 0
@@ -249,3 +250,10 @@ def _describe(manifest: Manifest) -> None:
     for spec in manifest.signature.outputs:
         fields.append(("output", f"{spec.name} {spec.datatype} {list(spec.shape)}"))
     print_table(["FIELD", "VALUE"], [list(row) for row in fields])
+
+
+def _registry(settings: Settings) -> ModelRegistry:
+    # Imported here: the operator commands never load the server's parts.
+    from gateway.components import open_registry
+
+    return open_registry(settings)

@@ -230,8 +230,8 @@ class DeploymentManager:
                     reason=reason,
                     expected_revision=stored_revision,
                     deployment=proposed,
-                    before=base,
-                    after=proposed,
+                    before=_audited(base),
+                    after=_audited(proposed),
                 )
             )
             await self._apply(proposed, actor=actor, reason=reason)
@@ -354,3 +354,13 @@ def _by(actor: str, reason: str) -> str:
 
 
 __all__ = ["CONTROLLER", "DeploymentManager", "DeploymentSpec", "PolicyError"]
+
+
+def _audited(deployment: Deployment) -> Deployment:
+    """`deployment` as the audit records it: without its rollout's evaluation history, which
+    the entries of the evaluations already hold one at a time (kept, every entry would carry
+    up to 50 evaluations twice)."""
+    if deployment.rollout is None or not deployment.rollout.history:
+        return deployment
+    rollout = msgspec.structs.replace(deployment.rollout, history=())
+    return msgspec.structs.replace(deployment, rollout=rollout)

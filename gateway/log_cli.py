@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.settings import Settings
-from monitor.inference_log import export_log
 
 
 def add_log_commands(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -42,6 +41,8 @@ def add_log_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from monitor.inference_log import export_log  # polars: only this command needs it
+
     summary = export_log(
         settings.inference_log_path,
         args.name,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.auth import parse_tokens
-from monitor.detector import DriftConfig
+from monitor.drift_config import DriftConfig
 
 ENV_PREFIX = "DRIFTGATE_"
 Positive = Annotated[int, msgspec.Meta(ge=1)]

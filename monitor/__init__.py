@@ -1,53 +1,9 @@
-"""After deploy: sampled features, drift statistics, metrics, rollout gates."""
+"""After deploy: sampled features, drift statistics, metrics, rollout gates.
 
-from monitor.agreement import AgreementSnapshot, ShadowAgreement
-from monitor.calibration import (
-    chi_square_pvalue,
-    chi_square_threshold,
-    ks_pvalue,
-    ks_threshold,
-    psi_pvalue,
-    psi_threshold,
-)
-from monitor.detector import (
-    DriftAssessment,
-    DriftConfig,
-    DriftDetector,
-    FeatureAssessment,
-    Status,
-)
-from monitor.kernels import warm_up
-from monitor.layout import (
-    CategoricalStatistics,
-    FeatureStatistics,
-    NumericStatistics,
-    WindowCounts,
-    WindowLayout,
-)
-from monitor.metrics import GatewayMetrics
-from monitor.window import DriftWindow, merge
+Its names load on first use (lazy_loader reads them from `__init__.pyi`): the operator
+commands import this package and should not pay for what they do not run.
+"""
 
-__all__ = [
-    "AgreementSnapshot",
-    "CategoricalStatistics",
-    "DriftAssessment",
-    "DriftConfig",
-    "DriftDetector",
-    "DriftWindow",
-    "FeatureAssessment",
-    "FeatureStatistics",
-    "GatewayMetrics",
-    "NumericStatistics",
-    "ShadowAgreement",
-    "Status",
-    "WindowCounts",
-    "WindowLayout",
-    "chi_square_pvalue",
-    "chi_square_threshold",
-    "ks_pvalue",
-    "ks_threshold",
-    "merge",
-    "psi_pvalue",
-    "psi_threshold",
-    "warm_up",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 import msgspec
 import numpy as np
 
-from monitor.detector import DriftAssessment, DriftConfig, DriftDetector, Status, worst
+from monitor.detector import DriftAssessment, DriftDetector, Status, worst
+from monitor.drift_config import DriftConfig
 from monitor.feedback import PredictionLog
 from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
 from monitor.panes import PaneStore, RowClock, decode_counts, encode_counts

@@ -21,7 +21,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from monitor.detector import DriftConfig, DriftDetector, FeatureAssessment
+from monitor.detector import DriftDetector, FeatureAssessment
+from monitor.drift_config import DriftConfig
 from monitor.layout import FeatureStatistics, NumericStatistics, WindowCounts, WindowLayout
 from registry.distribution import share_below
 from registry.manifest import CategoricalProfile, FeatureProfile, NumericProfile, ReferenceProfile

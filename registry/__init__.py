@@ -1,53 +1,9 @@
-"""Versioned model store: artifacts, manifests, signatures and reference profiles."""
+"""Versioned model store: artifacts, manifests, signatures and reference profiles.
 
-from registry.errors import (
-    DamagedVersionError,
-    IntegrityError,
-    InvalidModelError,
-    InvalidNameError,
-    InvalidReferenceError,
-    ModelNotFoundError,
-    RegistryError,
-    StoreUnavailableError,
-)
-from registry.manifest import (
-    CategoricalProfile,
-    ConfidenceCalibration,
-    DataFingerprint,
-    FeatureProfile,
-    Features,
-    Manifest,
-    NumericProfile,
-    QualityProfile,
-    ReferenceProfile,
-    Signature,
-    TensorSpec,
-)
-from registry.names import parse_version, validate_model_name
-from registry.store import ModelRegistry, read_reference
+Its names load on first use (lazy_loader reads them from `__init__.pyi`): the operator
+commands import this package and should not pay for what they do not run.
+"""
 
-__all__ = [
-    "CategoricalProfile",
-    "ConfidenceCalibration",
-    "DamagedVersionError",
-    "DataFingerprint",
-    "FeatureProfile",
-    "Features",
-    "IntegrityError",
-    "InvalidModelError",
-    "InvalidNameError",
-    "InvalidReferenceError",
-    "Manifest",
-    "ModelNotFoundError",
-    "ModelRegistry",
-    "NumericProfile",
-    "QualityProfile",
-    "ReferenceProfile",
-    "RegistryError",
-    "Signature",
-    "StoreUnavailableError",
-    "TensorSpec",
-    "parse_version",
-    "read_reference",
-    "validate_model_name",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach_stub(__name__, __file__)
