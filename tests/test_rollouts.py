@@ -95,6 +95,10 @@ def test_a_good_canary_is_stepped_up_and_promoted(gateway: Client) -> None:
     assert "rollout.step" in actions
     assert actions[-1] == "rollout.promote"
     assert entries[-1]["after"]["rollout"]["last"]["verdict"] == "pass"
+    # The state keeps every evaluation; the audit holds each once, in its own entry.
+    assert len(state["history"]) == state["evaluations"] > 1
+    rollouts = [e["after"]["rollout"] for e in entries if e["action"].startswith("rollout.")]
+    assert [r["history"] for r in rollouts if r is not None] == [[]] * len(rollouts)
 
 
 def test_a_bad_canary_is_rolled_back_within_the_failure_limit(gateway: Client) -> None:
