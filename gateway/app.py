@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -58,7 +57,6 @@ from gateway.tracing import TracedDataPlane, tracing_of
 from gateway.ui import console_router, console_templates, docs_plugins, docs_router
 from monitor.agreement import ShadowAgreement
 from monitor.drift import DriftMonitor
-from monitor.kernels import warm_up
 from monitor.metrics import GatewayMetrics
 from monitor.quality import QualityMonitor
 from monitor.retraining import RetrainingTrigger
@@ -156,7 +154,6 @@ def create_app(
     explainer = Explainer(dataplane, registry, explain_limits(settings))
 
     async def start_monitor() -> None:
-        await asyncio.to_thread(warm_up)  # compile the numba kernels now, not on a request
         await predictions.start()
         await monitor.start()
         if call_log is not None:

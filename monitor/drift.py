@@ -22,6 +22,7 @@ import numpy as np
 from monitor.detector import DriftAssessment, DriftDetector, Status, worst
 from monitor.drift_config import DriftConfig
 from monitor.feedback import PredictionLog
+from monitor.kernels import warm_up
 from monitor.layout import FeatureStatistics, WindowCounts, WindowLayout
 from monitor.panes import PaneStore, RowClock, decode_counts, encode_counts
 from monitor.quality import QualityMonitor, QualityReport
@@ -315,6 +316,9 @@ class DriftMonitor:
         # Under load samples queue up while the loop serves requests; taking all that wait
         # at once makes one window update per version instead of one per sample.
         assert self._queue is not None
+        # Compiled (or loaded from numba's cache) here, off the start-up path: requests only
+        # queue samples, so the gateway is ready a second sooner and no request waits.
+        await asyncio.to_thread(warm_up)
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < CONSUME_BATCH:
