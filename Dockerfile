@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY gateway gateway
 COPY registry registry
 COPY monitor monitor
-RUN python -m venv /opt/driftgate && /opt/driftgate/bin/pip install --no-cache-dir '.[demo]'
+RUN python -m venv /opt/driftgate && /opt/driftgate/bin/pip install --no-cache-dir '.[demo,explain]'
 
 FROM python:3.11-slim
 RUN useradd --system --create-home --uid 10001 driftgate \

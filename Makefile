@@ -16,7 +16,7 @@ $(BIN)/activate:
 
 # Stamps re-run the install whenever pyproject.toml changes.
 $(VENV)/.serve-installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,explain]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/activate

@@ -29,6 +29,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from gateway.errors import ServiceUnavailableError
+
 Floats = npt.NDArray[np.float64]
 Method = Literal["exact", "kernel"]
 # Masked rows one explained row holds at once, as float64 values: 128 MiB.
@@ -72,8 +74,17 @@ def plan(*, max_evaluations: int, rows: int, background: int, features: int) -> 
 
 
 def load() -> None:
-    """Import shap (seconds the first time, nothing after): before a deadline starts."""
-    import shap  # noqa: F401
+    """Import shap (seconds the first time, nothing after): before a deadline starts.
+
+    Raises:
+        ServiceUnavailableError: shap is not installed (it comes with the `explain` extra).
+    """
+    try:
+        import shap  # noqa: F401
+    except ImportError as exc:
+        raise ServiceUnavailableError(
+            "explanations need shap, which this gateway lacks: install driftgate[explain]"
+        ) from exc
 
 
 def shapley(

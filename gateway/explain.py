@@ -147,18 +147,23 @@ class Explainer:
                 "(explain_max_rows); send fewer rows per call"
             )
         features = len(manifest.features.names)
-        chosen = plan(
-            max_evaluations=limits.max_evaluations,
-            rows=rows,
-            background=limits.background_rows,
-            features=features,
-        )
+
+        def planned(count: int) -> Plan | None:
+            return plan(
+                max_evaluations=limits.max_evaluations,
+                rows=count,
+                background=limits.background_rows,
+                features=features,
+            )
+
+        chosen = planned(rows)
         if chosen is None:
-            # The fewest coalitions Kernel SHAP takes, and the row itself, per row; the
-            # baseline once.
-            each = limits.background_rows * (2 * features + 3)
-            fits = (limits.max_evaluations - limits.background_rows) // each
-            advice = f"send at most {fits} rows per call" if fits else "raise the limit"
+            fits = max((n for n in range(1, rows) if planned(n) is not None), default=0)
+            advice = (
+                f"send at most {fits} rows per call"
+                if fits
+                else "raise explain_max_evaluations or lower explain_background_rows"
+            )
             raise PayloadTooLargeError(
                 f"explaining {rows} rows of {features} features needs more than "
                 f"explain_max_evaluations ({limits.max_evaluations}) model rows: {advice}"

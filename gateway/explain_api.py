@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, Router, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK
 
@@ -16,8 +26,26 @@ from gateway.explain import Explainer, Explanation
 from gateway.settings import Settings
 
 
+@dataclass
+class _ExplainOperation(Operation):
+    """The operation with its body documented: an infer call's, which the handler reads
+    as bytes (binary tensors included), so Litestar cannot describe it by itself."""
+
+    def __post_init__(self) -> None:
+        request = Reference(ref="#/components/schemas/InferenceRequest")  # `document_infer`
+        binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(schema=request),
+                "application/octet-stream": OpenAPIMediaType(schema=binary),
+            },
+        )
+
+
 @post(
     ["/models/{name:str}/explain", "/models/{name:str}/versions/{version:str}/explain"],
+    operation_class=_ExplainOperation,
     summary="Explain predictions",
     tags=["explain"],
     status_code=HTTP_200_OK,

@@ -53,7 +53,13 @@ def quantiles(profile: NumericProfile, levels: npt.ArrayLike) -> Floats:
     """
     _require_values(profile)
     knots, shares = _knots(profile)
-    values = np.interp(np.asarray(levels, dtype=np.float64), shares, knots)
+    levels = np.asarray(levels, dtype=np.float64)
+    values = np.interp(levels, shares, knots)
+    # A level of a discrete feature has a bin one float wide, [v, next float after v): its
+    # values are all v, which interpolating inside the bin would round to either end.
+    segment = np.clip(np.searchsorted(shares, levels, side="right") - 1, 0, knots.size - 2)
+    left = knots[segment]
+    values = np.where(knots[segment + 1] <= np.nextafter(left, np.inf), left, values)
     return np.clip(values, profile.min, profile.max)
 
 

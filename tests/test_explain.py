@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,8 @@ from litestar.testing import TestClient
 from onnx import TensorProto, helper, numpy_helper
 
 from gateway.app import create_app
+from gateway.attribution import load
+from gateway.errors import ServiceUnavailableError
 from gateway.explain import background_of
 from gateway.settings import Settings
 from registry import ModelRegistry
@@ -336,3 +339,9 @@ def test_a_busy_pool_answers_503_and_a_long_explanation_stops_at_its_deadline(
             "/v1/models/linear/explain", json=body(np.ones((1, 4))), headers=EXPLAINER
         )
         assert small.status_code == 200, small.text
+
+
+def test_without_shap_an_explanation_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "shap", None)  # what `import shap` meets when it is absent
+    with pytest.raises(ServiceUnavailableError, match=r"install driftgate\[explain\]"):
+        load()
