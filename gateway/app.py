@@ -17,7 +17,7 @@ from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import admin_router, sweep_uploads
-from gateway.auth import EXPLANATIONS, LABELS, TokenGuard, parse_tokens
+from gateway.auth import EXPLANATIONS, LABELS, TokenGuard
 from gateway.compare_api import compare_router
 from gateway.components import (
     drift_panes,
@@ -53,6 +53,7 @@ from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
 from gateway.telemetry import metrics_endpoint
+from gateway.tokens import parse_tokens
 from gateway.tracing import TracedDataPlane, tracing_of
 from gateway.ui import console_router, console_templates, docs_plugins, docs_router
 from monitor.agreement import ShadowAgreement

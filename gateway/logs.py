@@ -32,8 +32,8 @@ from urllib.parse import parse_qsl, urlsplit
 import msgspec
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
-from gateway.auth import parse_tokens
 from gateway.settings import Settings
+from gateway.tokens import parse_tokens
 
 ACCESS_LOGGER = "driftgate.access"
 ACCESS_QUEUE = 10_000

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.auth import parse_tokens
+from gateway.tokens import parse_tokens
 from monitor.drift_config import DriftConfig
 
 ENV_PREFIX = "DRIFTGATE_"

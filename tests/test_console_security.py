@@ -14,8 +14,8 @@ import pytest
 from litestar.testing import TestClient
 
 from gateway.app import create_app
-from gateway.auth import parse_tokens
 from gateway.settings import Settings
+from gateway.tokens import parse_tokens
 from gateway.ui.session import LoginRefusedError, Sessions
 from registry import ModelRegistry
 from tests.conftest import ADMIN_TOKEN, FEEDBACK_TOKEN, READ_TOKEN, TOKENS

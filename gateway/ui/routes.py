@@ -21,10 +21,10 @@ from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_200_OK
 
-from gateway.auth import Token
 from gateway.deployments import DeploymentManager
 from gateway.errors import BadRequestError, NotFoundError
 from gateway.rollouts import RolloutController
+from gateway.tokens import Token
 from gateway.ui.access import CONSOLE_ERRORS, ConsoleGuard, admin_only, session_of
 from gateway.ui.audit import AuditView, audit_view
 from gateway.ui.console import LIVE_SECONDS, Console, Page

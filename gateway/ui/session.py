@@ -22,7 +22,8 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 
-from gateway.auth import Role, Token, TokenGuard
+from gateway.auth import TokenGuard
+from gateway.tokens import Role, Token
 
 SESSION_COOKIE = "driftgate_console"
 LOGIN_COOKIE = "driftgate_login"  # the login form's CSRF secret, before any session
