@@ -20,7 +20,7 @@ ENV PATH=/opt/driftgate/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER driftgate
 VOLUME /data
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"
 CMD ["driftgate", "serve", "--demo"]

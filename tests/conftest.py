@@ -23,6 +23,10 @@ from tests import models
 from tests.object_store import BUCKET, S3Server
 from tests.object_store import CREDENTIALS as S3_CREDENTIALS
 
+# The gateways tests start serve REST only, unless a test gives them a gRPC port of their own
+# (tests/grpc/): several at once must not contend for the default 8001.
+os.environ.setdefault("DRIFTGATE_GRPC_PORT", "0")
+
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:

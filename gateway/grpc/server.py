@@ -74,7 +74,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.max_metadata_size", settings.max_header_bytes),
-                ("grpc.so_reuseport", 1),
+                # Workers share the port; a lone process owns it, so that a second gateway
+                # on the same port fails to start rather than silently taking half the calls.
+                ("grpc.so_reuseport", int(settings.workers > 1)),
             ],
             maximum_concurrent_rpcs=settings.max_connections,
         )
