@@ -115,9 +115,11 @@ class LiveEvidence:
 
     async def _outcomes(self, model: str, version: int, since: float) -> Outcomes:
         # The panes `QualityMonitor.report` exchanges on every drift evaluation, in every
-        # process, under this key: they hold the calls, errors and latencies as well.
+        # process, under this key: they hold the calls, errors and latencies as well. Read
+        # only: pruning them is the drift evaluation's part.
         own = self._traffic.own(model, version)
-        return outcomes(await self._panes.exchange(f"quality:{model}:{version}", own, since))
+        key = f"quality:{model}:{version}"
+        return outcomes(await self._panes.exchange(key, own, since, prune=False))
 
     def _version(self, model: str, version: int, window: Outcomes) -> VersionEvidence:
         report = self._monitor.report(model, version)

@@ -233,17 +233,27 @@ class DriftMonitor:
         watch = self._watches.get((model, version))
         if watch is None:
             return None
-        counts, _ = await self._merged(watch.outputs, model, version, "output", since)
+        # Read only: the drift evaluation's window of this key is longer than `since`'s.
+        counts, _ = await self._merged(watch.outputs, model, version, "output", since, prune=False)
         return watch.outputs.layout, counts
 
     async def _merged(
-        self, window: DriftWindow, model: str, version: int, direction: str, since: float
+        self,
+        window: DriftWindow,
+        model: str,
+        version: int,
+        direction: str,
+        since: float,
+        *,
+        prune: bool = True,
     ) -> tuple[WindowCounts, dict[float, int]]:
         """The counts of every process's panes since `since`, and the rows per pane start."""
         own = {
             start: encode_counts(start, counts) for start, counts in window.pane_counts().items()
         }
-        panes = await self._panes.exchange(f"drift:{model}:{version}:{direction}", own, since)
+        panes = await self._panes.exchange(
+            f"drift:{model}:{version}:{direction}", own, since, prune=prune
+        )
         decoded = [decode_counts(pane, window.layout) for pane in panes]
         rows: dict[float, int] = {}
         for start, counts in decoded:

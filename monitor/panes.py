@@ -25,8 +25,15 @@ class PaneStore(Protocol):
     """Where panes meet: publish this process's, read everyone's. A pane is opaque bytes
     (see `encode_counts`), named by what it counts (`key`) and when it starts."""
 
-    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
-        """Publish `own` panes; return every process's panes that start at or after `since`."""
+    async def exchange(
+        self, key: str, own: Mapping[float, bytes], since: float, *, prune: bool = True
+    ) -> list[bytes]:
+        """Publish `own` panes; return every process's panes that start at or after `since`.
+
+        `prune` removes the panes older than `since` from the store: only the reader whose
+        window is the key's longest may (the drift evaluation for its own key); a reader of
+        a shorter window (a rollout's last interval) would take panes from under it.
+        """
         ...
 
     async def close(self) -> None:
@@ -37,9 +44,11 @@ class PaneStore(Protocol):
 class LocalPanes:
     """One process: the merged panes are this process's own."""
 
-    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
-        """This process's panes in the window."""
-        del key
+    async def exchange(
+        self, key: str, own: Mapping[float, bytes], since: float, *, prune: bool = True
+    ) -> list[bytes]:
+        """This process's panes in the window (each process prunes its own as it goes)."""
+        del key, prune
         return [pane for start, pane in own.items() if start >= since]
 
     async def close(self) -> None:
@@ -50,15 +59,24 @@ class RedisPanes:
     """Panes of every process in a Redis hash `{prefix}panes:{model}:{version}:{direction}`
     whose fields are `{pane start}:{process}`; fields older than the window are deleted."""
 
-    def __init__(self, url: str, *, prefix: str = "driftgate:", ttl_seconds: float = 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "driftgate:",
+        ttl_seconds: float = 3600,
+        process: str | None = None,
+    ) -> None:
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
         self._prefix = prefix
         self._ttl = int(ttl_seconds)
-        self._process = f"{socket.gethostname()}-{os.getpid()}"
+        self._process = process or f"{socket.gethostname()}-{os.getpid()}"  # its panes' name
 
-    async def exchange(self, key: str, own: Mapping[float, bytes], since: float) -> list[bytes]:
+    async def exchange(
+        self, key: str, own: Mapping[float, bytes], since: float, *, prune: bool = True
+    ) -> list[bytes]:
         """Publish and read through Redis; unreachable Redis falls back to the local panes."""
         name = f"{self._prefix}panes:{key}"
         fields = {
@@ -72,7 +90,7 @@ class RedisPanes:
                 pipe.hgetall(name)
                 *_, stored = await pipe.execute()
         except (RedisError, OSError):
-            return await LocalPanes().exchange(key, own, since)
+            return await LocalPanes().exchange(key, own, since, prune=prune)
         merged, stale = [], []
         for field, value in stored.items():
             start = float(field.split(b":", 1)[0])
@@ -80,7 +98,7 @@ class RedisPanes:
                 merged.append(value)
             else:
                 stale.append(field)
-        if stale:  # on failure: removed by the next exchange, or by the key's expiry
+        if stale and prune:  # on failure: removed by the next exchange, or by the key's expiry
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.hdel(name, *stale)
         return merged
