@@ -108,6 +108,7 @@ async def _tell(story: Story, *, ui: bool = False) -> dict[str, Any]:
         retraining_command=f"{sys.executable} -c {saver!r}",
         log_level="warning",
         redis_url=story.redis_url,
+        grpc_port=0,  # the story speaks REST; two gateways cannot share one gRPC port
     )
     outcome: dict[str, Any] = {}
     async with _gateways(settings, 2 if story.redis_url else 1) as (urls, stopped):
@@ -238,7 +239,8 @@ async def _gateways(settings: Settings, count: int) -> AsyncIterator[tuple[list[
         yield urls, exited
     finally:
         for process in processes:
-            process.terminate()
+            with contextlib.suppress(ProcessLookupError):  # one that already exited
+                process.terminate()
             await process.wait()
 
 

@@ -47,6 +47,7 @@ def test_workers_read_tokens_from_the_config_file_not_their_environment(tmp_path
     config.write_text('tokens = "ops:admin:file-secret-token"\n')
     port = free_port()
     environ = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTGATE_")}
+    environ["DRIFTGATE_GRPC_PORT"] = "0"  # REST only, as every test gateway (tests/conftest.py)
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--workers", "2", "--port", str(port)],
         env={
@@ -117,6 +118,7 @@ def test_no_log_line_holds_a_secret(home: Path, log_format: str, workers: int) -
     one JSON object."""
     port = free_port()
     environ = {key: value for key, value in os.environ.items() if not key.startswith("DRIFTGATE_")}
+    environ["DRIFTGATE_GRPC_PORT"] = "0"  # REST only, as every test gateway (tests/conftest.py)
     secrets = settings_environ(SECRETS, secrets=True)
     output = home / "output.log"
     with output.open("wb") as log:
