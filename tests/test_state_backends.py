@@ -63,7 +63,7 @@ def set_change(deployment: Deployment, expected: int) -> Change:
     )
 
 
-async def test_commit_is_seen_by_another_worker_within_100ms(
+async def test_commit_is_seen_by_another_worker_at_once(
     pair: tuple[StateBackend, StateBackend, Seen],
 ) -> None:
     first, second, seen = pair
@@ -71,7 +71,9 @@ async def test_commit_is_seen_by_another_worker_within_100ms(
     started = asyncio.get_running_loop().time()
     await first.commit(set_change(deployment, 0))
     while ("m", deployment) not in seen:
-        assert asyncio.get_running_loop().time() - started < 0.1, "not seen within 100 ms"
+        # By its notice (pub/sub, or the embedded backend's 50 ms poll), not by a resync
+        # (2 s): a second leaves room for a busy machine (speed is not a unit test's call).
+        assert asyncio.get_running_loop().time() - started < 1.0, "not seen within a second"
         await asyncio.sleep(0.005)
     assert (await second.deployments()) == {"m": deployment}
 
