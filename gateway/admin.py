@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Request, Router, get, post, put
+from litestar import Request, Response, Router, get, post, put
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, MultipartBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from gateway import scratch
+from gateway.approvals_api import APPROVAL_ROUTES, answer
 from gateway.auth import TokenGuard, actor_of
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager, DeploymentSpec
@@ -85,10 +86,11 @@ async def write_deployment(
     manager: Manager,
     name: FromPath[str],
     data: JSONBody[DeploymentSpec],
-) -> Deployment:
+) -> Response[Deployment]:
     """Validated (400/409), audited, applied before the response; routed versions are loaded
-    before any request meets them."""
-    return await manager.set(name, data, actor_of(request))
+    before any request meets them. A protected model's new stable version waits for
+    approval (202)."""
+    return answer(await manager.set(name, data, actor_of(request)))
 
 
 @post(
@@ -102,9 +104,9 @@ async def promote(
     manager: Manager,
     name: FromPath[str],
     data: JSONBody[Reason | None] = None,
-) -> Deployment:
-    """The canary becomes the stable version."""
-    return await manager.promote(name, actor_of(request), data.reason if data else "")
+) -> Response[Deployment]:
+    """The canary becomes the stable version (of a protected model, once approved: 202)."""
+    return answer(await manager.promote(name, actor_of(request), data.reason if data else ""))
 
 
 @post(
@@ -335,5 +337,6 @@ def admin_router(guard: TokenGuard, *, max_upload_bytes: int) -> Router:
             uploads,
             audit,
             status,
+            *APPROVAL_ROUTES,
         ],
     )

@@ -107,6 +107,7 @@ def create_app(
         on_commit=lambda change: metrics.decisions.labels(
             change.model, change.action, change.actor
         ).inc(),
+        approval_ttl=settings.approval_ttl_seconds,
     )
     mirror = ShadowMirror(
         repository,

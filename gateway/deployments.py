@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from gateway.errors import NotFoundError, ServiceUnavailableError
 from gateway.repository import ModelRepository
 from gateway.routing import Policy, Router
 from registry import Manifest, ModelNotFoundError, ModelRegistry, StoreUnavailableError
+from registry.approvals import APPROVAL, needs_approval, request
 from registry.audit import AuditEntry, AuditLog
 from registry.deployment import (
     Canary,
@@ -64,9 +66,12 @@ class DeploymentManager:
         state: StateBackend,
         *,
         on_commit: Callable[[Change], None] | None = None,
+        approval_ttl: float = 24 * 3600.0,
     ) -> None:
-        """`on_commit` hears of every change this process commits (for metrics)."""
+        """`on_commit` hears of every change this process commits (for metrics);
+        `approval_ttl`: seconds a protected model's change waits for its approval."""
         self.registry = registry
+        self._approval_ttl = approval_ttl
         self.state = state
         self._on_commit = on_commit
         self._repository = repository
@@ -142,6 +147,8 @@ class DeploymentManager:
                 stable=spec.stable,
                 canary=spec.canary,
                 shadows=spec.shadows,
+                protected=current.protected,
+                approval=current.approval,
                 revision=current.revision,
             )
 
@@ -206,7 +213,9 @@ class DeploymentManager:
         edit: Callable[[Deployment], Deployment],
     ) -> Deployment:
         """Edit the deployment of `model` in one audited, compare-and-set step: `edit` gets
-        the current deployment and returns the next (its revision is set here)."""
+        the current deployment and returns the next (its revision is set here). A change a
+        protected model must have approved is recorded as its pending change instead, and
+        the deployment returned holds it (`registry.approvals`)."""
         await self.ensure(model)
         async with self._lock(model):
             applied = self._policy(model).deployment
@@ -220,6 +229,18 @@ class DeploymentManager:
                 edit(base), revision=max(applied.revision, stored_revision) + 1
             )
             await self._validate(proposed)
+            if needs_approval(base, proposed) and not action.startswith(APPROVAL):
+                # A protected model: recorded as a pending change, applied on approval.
+                proposed = request(
+                    base,
+                    proposed,
+                    action=action,
+                    actor=actor,
+                    reason=reason,
+                    now=time.time(),
+                    ttl=self._approval_ttl,
+                )
+                action = f"{APPROVAL}request"
             # A version that fails to load leaves the policy as it is (503 with the reason).
             await self._load(proposed, strict=True)
             await self._commit(

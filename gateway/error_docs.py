@@ -24,6 +24,7 @@ _MEANINGS = {
     404: "Unknown model, version, rollout or action",
     409: "Conflicts with the deployment in force (nothing to promote or roll back, a rollout "
     "already running, a change made meanwhile)",
+    410: "The pending change expired before its decision",
     413: "Body over the size limit",
     503: "The control state cannot be read or written right now (state backend unreachable "
     "or damaged), or a version cannot be loaded; the error says why",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from registry.approvals import ApprovalError
 from registry.deployment import PolicyConflictError, PolicyError
 from registry.errors import (
     DamagedVersionError,
@@ -65,6 +66,8 @@ def status_of(exc: Exception) -> int:
         return exc.status_code
     if disk_full(exc):
         return 507  # Insufficient Storage: nothing was written, freeing space fixes it
+    if isinstance(exc, ApprovalError):
+        return exc.status  # each refusal of a decision on a pending change has its own
     return next((code for kind, code in REGISTRY_STATUS if isinstance(exc, kind)), 500)
 
 

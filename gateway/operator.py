@@ -47,6 +47,7 @@ class AdminClient:
 
 def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add `traffic`, `rollout`, `drift` and `audit` to the CLI's subcommands."""
+    from gateway.approval_cli import add_approval_commands
     from gateway.rollout_cli import add_rollout_commands
 
     client = argparse.ArgumentParser(add_help=False, parents=[common])
@@ -78,6 +79,7 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser) -> Non
         parser.add_argument("name")
         parser.add_argument("--reason", default="", help="why (recorded in the audit log)")
         parser.set_defaults(command=_act, action=action)
+    add_approval_commands(traffic, client)
     add_rollout_commands(commands, client)
     drift = commands.add_parser("drift", parents=[client], help="a model's drift statistics")
     drift.add_argument("name")
@@ -236,5 +238,11 @@ def print_deployment(deployment: dict[str, Any], as_json: bool) -> None:
         ["shadow", str(s["version"]), f"mirrors {s['percent']:.2f}%"]
         for s in deployment.get("shadows", [])
     ]
-    print(f"{deployment['model']} (revision {deployment['revision']})")
+    protected = ", protected" if deployment.get("protected") else ""
+    print(f"{deployment['model']} (revision {deployment['revision']}{protected})")
     print_table(["ROLE", "VERSION", "TRAFFIC"], rows)
+    if (change := deployment.get("approval")) and change["status"] == "pending":
+        print(
+            f"change {change['id']} ({change['action']} by {change['requested_by']}) awaits "
+            f"a second admin: driftgate traffic approve {change['id']}"
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -36,13 +36,20 @@ class Shadow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The traffic policy of one model. `revision` counts changes (compare-and-set guard)."""
+    """The traffic policy of one model. `revision` counts changes (compare-and-set guard).
+
+    A `protected` model changes its stable version only with a second admin's approval:
+    `approval` holds the latest such change, awaiting a decision or as decided (see
+    `registry.approvals`).
+    """
 
     model: str
     stable: Version
     canary: Canary | None = None
     shadows: tuple[Shadow, ...] = ()
     rollout: RolloutState | None = None
+    protected: bool = False
+    approval: PendingChange | None = None
     revision: int = 0
 
     def routed_versions(self) -> set[int]:
@@ -51,6 +58,33 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if self.canary is not None and self.canary.weight > 0:
             versions.add(self.canary.version)
         return versions
+
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+
+
+class PendingChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A change of a protected model's stable version, held until a second admin decides.
+
+    Stored on the deployment it would change, so it is shared, audited and guarded by the
+    same compare-and-set as the deployment itself.
+    """
+
+    id: str
+    model: str
+    action: str  # what was asked, e.g. "deployment.promote" or "rollout.promote"
+    proposed: Deployment  # the deployment approval puts in force (its revision set then)
+    requested_by: str
+    reason: str = ""
+    created_at: float  # seconds since the epoch
+    expires_at: float
+    # The deployment's revision with this request recorded: approval applies the change
+    # only while the deployment is still at it (compare-and-set), else it is stale.
+    revision: int
+    status: ApprovalStatus = "pending"
+    decided_by: str = ""
+    decided_at: float = 0.0
+    decision_reason: str = ""
 
 
 def basis_points(percent: float) -> int:
@@ -87,6 +121,10 @@ def describe(deployment: Deployment) -> str:
     parts += [f"shadow {s.version} at {_percent(s.percent)}" for s in deployment.shadows]
     if (rollout := deployment.rollout) is not None:
         parts.append(f"rollout of {rollout.version} {rollout.status}")
+    if deployment.protected:
+        parts.append("protected")
+    if (approval := deployment.approval) is not None and approval.status == "pending":
+        parts.append(f"change {approval.id} awaiting approval")
     return ", ".join(parts)
 
 
@@ -105,6 +143,7 @@ def describe_change(before: Deployment | None, after: Deployment) -> str:
         parts += _canary_change(old, after.canary)
     parts += _shadow_changes(before.shadows, after.shadows)
     parts += _rollout_change(before.rollout, after.rollout)
+    parts += _approval_change(before, after)
     return ", ".join(parts) or "no change"
 
 
@@ -151,6 +190,21 @@ def _rollout_change(before: RolloutState | None, after: RolloutState | None) -> 
         changes.append(f"rollout of {after.version} {before.status} -> {after.status}")
     if after.evaluations != before.evaluations and after.last is not None:
         changes.append(f"evaluation {after.evaluations} {after.last.verdict}")
+    return changes
+
+
+def _approval_change(before: Deployment, after: Deployment) -> list[str]:
+    changes = []
+    if before.protected != after.protected:
+        changes.append("protected" if after.protected else "no longer protected")
+    old, new = before.approval, after.approval
+    if new is not None and new != old:
+        if new.status == "pending":
+            changes.append(f"change {new.id} ({new.action}) awaiting approval")
+        else:
+            changes.append(f"change {new.id} {new.status} by {new.decided_by}")
+    if old is not None and old.status == "pending" and (new is None or new.id != old.id):
+        changes.append(f"change {old.id} superseded")
     return changes
 
 
