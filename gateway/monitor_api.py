@@ -10,7 +10,9 @@ from litestar.status_codes import HTTP_200_OK
 from gateway.auth import TokenGuard
 from gateway.dataplane import DataPlane
 from gateway.error_docs import errors
-from gateway.errors import NotFoundError, ServiceUnavailableError
+from gateway.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from gateway.settings import Settings
+from monitor.business import ValueNameError
 from monitor.drift import DriftMonitor, DriftReport
 from monitor.feedback import FeedbackRequest, FeedbackResult, PredictionLogUnavailableError
 from registry import InvalidNameError, parse_version
@@ -61,15 +63,26 @@ async def model_drift(
 async def feedback(
     monitor: NamedDependency[DriftMonitor],
     dataplane: NamedDependency[DataPlane],
+    settings: NamedDependency[Settings],
     data: JSONBody[FeedbackRequest],
 ) -> FeedbackResult:
     """Join labels with the sampled predictions they belong to (by request `id`): accuracy
     or absolute error per version, in metrics and the rollout gates. Ids that were never
     sampled, or whose prediction is too old, come back as `unknown` or `expired`. With Redis
     configured and unreachable: 503 and nothing joined (send the labels again later). With
-    the inference log on, every label but `invalid` ones is also logged, for its exports."""
+    the inference log on, every label but `invalid` ones is also logged, for its exports.
+
+    An item may carry business `values` for the call, with or without a label (`{"id":
+    "r1", "values": {"revenue": 12.5}}`): at most 16 finite numbers, named as the setting
+    `business_values` allows; they join as labels do, into the version's `business`
+    figures and the rollout's business gates."""
     if monitor.predictions is None:
         raise NotFoundError("label feedback is not enabled")
+    names = (name for item in data.items for name in item.values or ())
+    try:
+        dataplane.traffic.values.admit(names, settings.business_values)
+    except ValueNameError as exc:
+        raise BadRequestError(str(exc)) from exc
     try:
         result = await monitor.predictions.join(data.items)
     except PredictionLogUnavailableError as exc:

@@ -15,8 +15,10 @@ import time
 
 import msgspec
 
+from gateway.approvals import expire_due
 from gateway.deployments import DeploymentManager
 from gateway.leadership import Leadership
+from monitor.business import ValueStats, merge_values
 from monitor.drift import DriftMonitor
 from monitor.feedback import is_regression
 from monitor.gates import OutputWindow, Window, decide, judge, overall
@@ -154,6 +156,7 @@ class RolloutController:
                 logger.exception("rollout evaluation of %s failed", model)
         if self._retraining is not None:
             await self._retraining.check(self._manager.deployments())
+        await expire_due(self._manager, now)  # pending changes of protected models
         return changed
 
     async def _publish(self, now: float) -> None:
@@ -167,6 +170,9 @@ class RolloutController:
             for version in (deployment.stable, rollout.version):
                 own = self._traffic.own(model, version)
                 await self._panes.exchange(f"traffic:{model}:{version}", own, since)
+                if rollout.config.gates.business:
+                    values = self._traffic.values.own(model, version)
+                    await self._panes.exchange(_values_key(model, version), values, since)
 
     async def _evaluate(
         self, model: str, deployment: Deployment, rollout: RolloutState, now: float
@@ -174,6 +180,12 @@ class RolloutController:
         since = rollout.last.at if rollout.last else rollout.started_at
         weight = rollout.config.steps[rollout.step]
         window = await self._window(model, deployment.stable, rollout.version, since)
+        if rollout.config.gates.business:
+            window = msgspec.structs.replace(
+                window,
+                canary_values=await self.values(model, rollout.version, since),
+                stable_values=await self.values(model, deployment.stable, since),
+            )
         results = judge(rollout.config.gates, window, rollout.config.min_samples)
         if rollout.config.gates.webhook:
             results.append(await self._webhook(rollout.config.gates.webhook, model, results))
@@ -205,6 +217,12 @@ class RolloutController:
         (those of the last `PUBLISHED_INTERVALS` intervals of a running rollout)."""
         own = self._traffic.own(model, version)
         return outcomes(await self._panes.exchange(f"traffic:{model}:{version}", own, since))
+
+    async def values(self, model: str, version: int, since: float) -> dict[str, ValueStats]:
+        """A version's business values since `since`, over every process's panes (published
+        while a rollout with a business gate runs)."""
+        own = self._traffic.values.own(model, version)
+        return merge_values(await self._panes.exchange(_values_key(model, version), own, since))
 
     async def _window(self, model: str, stable: int, canary: int, since: float) -> Window:
         async def merged(version: int) -> Outcomes:
@@ -253,6 +271,12 @@ class RolloutController:
                 await self.tick()
             except Exception:
                 logger.exception("rollout controller round failed")
+
+
+def _values_key(model: str, version: int) -> str:
+    # Apart from the drift report's `business:` panes: this exchange, over the last interval
+    # only, deletes older panes from the shared hash.
+    return f"business-rollout:{model}:{version}"
 
 
 def _progress(rollout: RolloutState | None) -> tuple[object, ...]:

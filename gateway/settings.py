@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.tokens import parse_tokens
+from monitor.business import MAX_VALUE_NAMES
 from monitor.drift_config import DriftConfig
+from registry.names import ValueName
 
 ENV_PREFIX = "DRIFTGATE_"
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -120,6 +122,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     console_session_seconds: Annotated[float, msgspec.Meta(ge=60.0)] = 8 * 3600.0
     """How long a console login lasts; logging out, or changing the token's secret, ends
     it sooner."""
+    approval_ttl_seconds: Annotated[float, msgspec.Meta(gt=0.0)] = 24 * 3600.0
+    """How long a protected model's pending change waits for a second admin's approval
+    before it expires (recorded in the audit log)."""
     redis_url: str = ""
     """Redis for shared control state (many workers or replicas); empty: embedded files."""
     shadow_queue_size: Positive = 1000
@@ -190,6 +195,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     per process without Redis, for the whole cluster in Redis (plus as many of its own
     that each process keeps to join while Redis is unreachable). Joined labels, kept for
     retraining exports, are bounded alike."""
+    business_values: Annotated[tuple[ValueName, ...], msgspec.Meta(max_length=MAX_VALUE_NAMES)] = ()
+    """Business value names feedback items may carry (`values`), e.g.
+    `DRIFTGATE_BUSINESS_VALUES='["revenue"]'`; others get a 400. Empty (the default): any
+    name, up to 64 distinct ones per process (`monitor.business.MAX_VALUE_NAMES`)."""
     inference_log_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.0
     """Fraction of infer calls the inference log records (`monitor.inference_log`), to the
     sinks below, with the labels feedback receives; 0 (the default) turns it off. Decided
@@ -353,6 +362,7 @@ _JSON_FIELDS = frozenset(
         "drift",
         "model_drift",
         "model_inference_log_rates",
+        "business_values",
     }
 )  # structured: JSON in the environment
 

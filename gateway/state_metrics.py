@@ -113,6 +113,7 @@ class StateCollector(Collector):
         yield from (agreement, difference, compared)
         yield from self._drift()
         yield from self._quality()
+        yield from self._business()
 
     def _drift(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         version_status = GaugeMetricFamily(
@@ -204,3 +205,37 @@ class StateCollector(Collector):
                 if figure is not None:
                     family.add_metric([*labels, kind], figure)
         yield from (accuracy, accuracy_error, mae, mae_error, rows)
+
+    def _business(self) -> Iterator[GaugeMetricFamily]:
+        """Business values over the drift window; `name` is bounded by the allowed names
+        (or `monitor.business.MAX_VALUE_NAMES` per report)."""
+        labels = ["model", "version", "name"]
+        families = {
+            "count": GaugeMetricFamily(
+                "driftgate_business_value_calls",
+                "Calls whose feedback carried the business value, over the drift window.",
+                labels=labels,
+            ),
+            "sum": GaugeMetricFamily(
+                "driftgate_business_value_sum",
+                "Sum of a business value over the drift window.",
+                labels=labels,
+            ),
+            "mean": GaugeMetricFamily(
+                "driftgate_business_value_mean",
+                "Mean of a business value per call that carried it, over the drift window.",
+                labels=labels,
+            ),
+            "variance": GaugeMetricFamily(
+                "driftgate_business_value_variance",
+                "Sample variance of a business value over the drift window.",
+                labels=labels,
+            ),
+        }
+        for report in self._monitor.reports():
+            for name, value in report.business.items():
+                for figure, family in families.items():
+                    number = getattr(value, figure)
+                    if number is not None:
+                        family.add_metric([report.model, str(report.version), name], number)
+        yield from families.values()

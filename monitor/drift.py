@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import msgspec
 import numpy as np
 
+from monitor.business import BusinessValue
 from monitor.detector import DriftAssessment, DriftDetector, Status, worst
 from monitor.drift_config import DriftConfig
 from monitor.feedback import PredictionLog
@@ -69,6 +70,7 @@ class DriftReport(msgspec.Struct, frozen=True, kw_only=True):
     inputs: DirectionReport
     outputs: DirectionReport
     quality: QualityReport | None = None  # accuracy or MAE, realized and estimated
+    business: dict[str, BusinessValue] = {}  # values feedback carried, by name
 
 
 class Evaluated(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,6 +304,11 @@ class DriftMonitor:
                     None
                     if self.quality is None
                     else await self.quality.report(watch.manifest, since)
+                ),
+                business=(
+                    {}
+                    if self.quality is None
+                    else await self.quality.business(watch.manifest, since)
                 ),
             )
             watch.counts = LiveCounts(

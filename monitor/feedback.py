@@ -10,20 +10,34 @@ silently dropped.
 Two logs: `LocalPredictionLog` keeps this process's predictions (the embedded default);
 `monitor.feedback_redis.RedisPredictionLog` shares every replica's through Redis, so a label
 joins wherever it arrives.
+
+An item may also carry business values for the call (`{"revenue": 12.5}`), with a label or
+without one: they join the same way, once, and count in the version's value panes
+(`monitor.business`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import numpy as np
 
+from monitor.business import MAX_VALUES_PER_ITEM
 from monitor.traffic import TrafficPanes
 from registry.manifest import CategoricalProfile, Manifest
+from registry.names import ValueName
+
+Values = Annotated[
+    dict[ValueName, float], msgspec.Meta(min_length=1, max_length=MAX_VALUES_PER_ITEM)
+]
+_ENCODE = msgspec.json.Encoder()
+_ENCODE_SORTED = msgspec.json.Encoder(order="deterministic")  # a retry's payload is the same
+_WITH_VALUES = b"values:"  # heads the payload of an item with values: no JSON text starts so
 
 
 def is_regression(manifest: Manifest) -> bool:
@@ -50,10 +64,46 @@ class Remembered(msgspec.Struct, frozen=True):
 
 
 class FeedbackItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The ground truth of one earlier request (one label per row, or one for a single row)."""
+    """What became of one earlier request: its ground truth (one label per row, or one for
+    a single row), business values for the call as a whole, or both."""
 
     id: str
-    label: Any
+    label: Any = msgspec.UNSET
+    values: Values | None = None
+
+    def __post_init__(self) -> None:
+        # Raised while decoding a request, these become its 400.
+        if self.label is msgspec.UNSET and self.values is None:
+            raise ValueError("a feedback item needs a label, values, or both")
+        if self.values is not None and not all(map(math.isfinite, self.values.values())):
+            raise ValueError("business values must be finite numbers")
+
+
+class _Outcome(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An item's label and values, as a claim in the shared log keeps them."""
+
+    label: Any = msgspec.UNSET
+    values: dict[str, float] | None = None
+
+
+def outcome_payload(item: FeedbackItem) -> bytes:
+    """What a log keeps of an item to recognise it sent again: its label's JSON (as before
+    items had values), or `values:` and its label and values as JSON, keys sorted."""
+    if item.values is None:
+        return _ENCODE.encode(item.label)
+    return _WITH_VALUES + _ENCODE_SORTED.encode(_Outcome(label=item.label, values=item.values))
+
+
+def item_of(request_id: str, payload: bytes) -> FeedbackItem:
+    """The item `outcome_payload` made `payload` from.
+
+    Raises:
+        msgspec.DecodeError: a damaged payload.
+    """
+    if payload.startswith(_WITH_VALUES):
+        outcome = msgspec.json.decode(payload[len(_WITH_VALUES) :], type=_Outcome)
+        return FeedbackItem(request_id, outcome.label, outcome.values)
+    return FeedbackItem(request_id, msgspec.json.decode(payload))
 
 
 class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -65,7 +115,7 @@ class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class FeedbackResult(msgspec.Struct, frozen=True):
     """What happened to each item: joined, unknown (never sampled) or expired."""
 
-    accepted: int
+    accepted: int  # joined: labels scored, values counted
     unknown: list[str]
     expired: list[str]
     invalid: list[str]  # a label that does not fit the prediction (row count, type)
@@ -126,11 +176,11 @@ def remembered(manifest: Manifest, outputs: Mapping[str, np.ndarray]) -> Remembe
 
 def settle(
     traffic: TrafficPanes, items: Sequence[FeedbackItem], found: dict[str, Found]
-) -> tuple[FeedbackResult, dict[str, list[Any]]]:
+) -> tuple[FeedbackResult, dict[str, list[Any] | None]]:
     """Score each item against what was found for its id (taken from `found`: a second label
     for one id in the same request is unknown, as one in a later request is); returns the
-    result and the labels that joined."""
-    joined: dict[str, list[Any]] = {}
+    result and the items that joined, with their labels (None: values alone)."""
+    joined: dict[str, list[Any] | None] = {}
     unknown: list[str] = []
     expired: list[str] = []
     invalid: list[str] = []
@@ -140,9 +190,13 @@ def settle(
             unknown.append(item.id)
         elif isinstance(entry, str):  # "expired"
             expired.append(item.id)
+        elif item.label is msgspec.UNSET:
+            _count_values(traffic, entry, item)
+            joined[item.id] = None
         elif (labels := _score(traffic, entry, item.label)) is None:
-            invalid.append(item.id)
+            invalid.append(item.id)  # its values too: an item counts whole or not at all
         else:
+            _count_values(traffic, entry, item)
             joined[item.id] = labels
     result = FeedbackResult(accepted=len(joined), unknown=unknown, expired=expired, invalid=invalid)
     return result, joined
@@ -163,6 +217,11 @@ def accept_resent(result: FeedbackResult, resent: Collection[str]) -> FeedbackRe
 def as_labels(label: Any) -> list[Any]:
     """A label as stored: one per row."""
     return label if isinstance(label, list) else [label]
+
+
+def _count_values(traffic: TrafficPanes, entry: Remembered, item: FeedbackItem) -> None:
+    if item.values:
+        traffic.values.record(entry.model, entry.version, item.values)
 
 
 def _score(traffic: TrafficPanes, entry: Remembered, label: Any) -> list[Any] | None:
@@ -197,6 +256,7 @@ class LocalPredictionLog:
         self._entries: OrderedDict[str, Remembered] = OrderedDict()
         self._expired: OrderedDict[str, None] = OrderedDict()  # recently forgotten ids
         self._labels: OrderedDict[str, list[Any]] = OrderedDict()  # joined ground truth
+        self._joined: OrderedDict[str, bytes] = OrderedDict()  # outcome payloads, for retries
 
     def remember(
         self, request_id: str, manifest: Manifest, outputs: Mapping[str, np.ndarray]
@@ -214,12 +274,16 @@ class LocalPredictionLog:
             self._forget(next(iter(self._entries)))
 
     async def join(self, items: list[FeedbackItem]) -> FeedbackResult:
-        """Score every item whose prediction is remembered; report the others. A label sent
+        """Score every item whose prediction is remembered; report the others. An item sent
         again, the same, is accepted and not counted twice (a retry)."""
-        resent = {item.id for item in items if self._labels.get(item.id) == as_labels(item.label)}
+        resent = {item.id for item in items if self._joined.get(item.id) == outcome_payload(item)}
         fresh = [item for item in items if item.id not in resent]
         result, joined = settle(self._traffic, fresh, self.take(item.id for item in fresh))
         self.keep_labels(joined)
+        by_id = {item.id: item for item in reversed(fresh)}  # the first of an id joined
+        self._joined.update((key, outcome_payload(by_id[key])) for key in joined)
+        while len(self._joined) > self._capacity:
+            self._joined.popitem(last=False)
         return accept_resent(result, resent)
 
     def take(self, request_ids: Iterable[str]) -> dict[str, Found]:
@@ -239,9 +303,10 @@ class LocalPredictionLog:
         for request_id in request_ids:
             self._entries.pop(request_id, None)
 
-    def keep_labels(self, labels: Mapping[str, list[Any]]) -> None:
-        """Keep joined labels for exports, the oldest dropped past the capacity."""
-        self._labels.update(labels)
+    def keep_labels(self, labels: Mapping[str, list[Any] | None]) -> None:
+        """Keep joined labels for exports (None: values alone, nothing to keep), the oldest
+        dropped past the capacity."""
+        self._labels.update((key, value) for key, value in labels.items() if value is not None)
         while len(self._labels) > self._capacity:
             self._labels.popitem(last=False)
 

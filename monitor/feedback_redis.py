@@ -54,6 +54,8 @@ from monitor.feedback import (
     PredictionLogUnavailableError,
     Remembered,
     accept_resent,
+    item_of,
+    outcome_payload,
     remembered,
     settle,
 )
@@ -247,8 +249,12 @@ class RedisPredictionLog:
         Raises:
             PredictionLogUnavailableError: Redis is unreachable; nothing was joined.
         """
-        labels = {item.id: _ENCODE.encode(item.label) for item in items}
-        ids = list(labels)  # the first label of an id claims; a second one is unknown
+        # What a claim keeps, so that the same item sent again is recognised: the label's JSON
+        # (as before values), or the label and the values.
+        labels: dict[str, bytes] = {}
+        for item in items:  # the first item of an id claims; a second one is unknown
+            labels.setdefault(item.id, outcome_payload(item))
+        ids = list(labels)
         lifetime = max(1, int(2 * self._max_age * 1000))
         pairs = [value for request_id in ids for value in (request_id, labels[request_id])]
         try:
@@ -291,11 +297,12 @@ class RedisPredictionLog:
         # A retry is counted once: by the first taker, or whoever takes its claim over.
         return accept_resent(result, retried)
 
-    def _keep_labels(self, joined: Mapping[str, list[Any]]) -> None:
+    def _keep_labels(self, joined: Mapping[str, list[Any] | None]) -> None:
         self._local.keep_labels(joined)
         now = time.time()
         for request_id, labels in joined.items():
-            self._queue("label", request_id, now, _ENCODE.encode(labels))
+            if labels is not None:  # None: values alone, no label to export
+                self._queue("label", request_id, now, _ENCODE.encode(labels))
 
     async def _settle_claims(self, request_ids: Iterable[str]) -> bool:
         """Settle the claims of labels scored here (and of any left from an earlier try);
@@ -325,7 +332,7 @@ class RedisPredictionLog:
             key = _text(request_id)
             with contextlib.suppress(msgspec.DecodeError):  # damaged: settled unscored
                 found[key] = _REMEMBERED.decode(entry)
-                items.append(FeedbackItem(key, msgspec.json.decode(label)))
+                items.append(item_of(key, label))
         if not replies:
             return 0
         _, joined = settle(self._traffic, items, found)

@@ -14,10 +14,12 @@ from statistics import NormalDist
 import msgspec
 import numpy as np
 
+from monitor.business import ValueStats
 from monitor.calibration import chi_square_pvalue
 from monitor.detector import Status
 from monitor.layout import WindowCounts, WindowLayout
 from monitor.traffic import Outcomes
+from monitor.value_gate import judge_value
 from registry.manifest import CategoricalProfile, NumericProfile
 from registry.rollout import Evaluation, GateResult, Gates, RolloutConfig, RolloutState, Verdict
 
@@ -40,6 +42,8 @@ class Window(msgspec.Struct, frozen=True, kw_only=True):
     stable_outputs: OutputWindow | None
     canary_input_status: Status | None
     regression: bool  # the model's label feedback is a number (MAE), not a class
+    canary_values: dict[str, ValueStats] = {}  # business values from feedback, by name
+    stable_values: dict[str, ValueStats] = {}
 
 
 def judge(gates: Gates, window: Window, min_samples: int) -> list[GateResult]:
@@ -106,6 +110,12 @@ def judge(gates: Gates, window: Window, min_samples: int) -> list[GateResult]:
         )
     if gates.max_accuracy_drop is not None:
         results.append(_accuracy(gates, window))
+    for gate in gates.business:
+        results.append(
+            judge_value(
+                gate, window.canary_values.get(gate.name), window.stable_values.get(gate.name)
+            )
+        )
     return results
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from monitor.business import BusinessValue, business_report, merge_values
 from monitor.feedback import is_regression
 from monitor.panes import PaneStore
 from monitor.traffic import Outcomes, TrafficPanes, outcomes
@@ -73,6 +74,13 @@ class QualityMonitor:
         # `since`, and an exchange deletes older panes from the shared hash.
         key = f"quality:{manifest.name}:{manifest.version}"
         return quality_report(manifest, outcomes(await self._panes.exchange(key, own, since)))
+
+    async def business(self, manifest: Manifest, since: float) -> dict[str, BusinessValue]:
+        """The version's business values (from feedback) since `since`, over the panes of
+        every process."""
+        own = self._traffic.values.own(manifest.name, manifest.version)
+        key = f"business:{manifest.name}:{manifest.version}"  # read by this window alone
+        return business_report(merge_values(await self._panes.exchange(key, own, since)))
 
 
 def quality_report(manifest: Manifest, window: Outcomes) -> QualityReport:

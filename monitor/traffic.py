@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import msgspec
 import numpy as np
 
+from monitor.business import ValuePanes
 from monitor.metrics import LATENCY_BUCKETS
 
 # Layout of a pane: calls, 5xx, one count per latency bucket (+Inf last), then feedback,
@@ -113,6 +114,8 @@ class TrafficPanes:
         # Only touched from the event loop (calls, feedback, evaluations): no lock needed.
         # Plain lists: a Python float increment is several times cheaper than a numpy one.
         self._panes: dict[tuple[str, int], dict[int, list[float]]] = {}
+        # Business values from feedback: named, so in panes of their own (`monitor.business`).
+        self.values = ValuePanes(pane_seconds=pane_seconds, max_panes=max_panes)
 
     def record(self, model: str, version: int, status: int, seconds: float) -> None:
         """Count one finished call."""

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+import msgspec
 
 from registry.errors import InvalidNameError
 
 # Lowercase-friendly DNS-like names: no separators, no dots at the start, so a name can
 # never climb out of the store ("..", "/", "\\") or hide as a dotfile.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+# A business value's name (`revenue`): the same rule, so it is safe as a Redis field, a
+# Prometheus label value and a gate's name.
+ValueName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 _MAX_VERSION = 10**9
 
 

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from registry.names import ValueName
+
 Percent = Annotated[float, msgspec.Meta(gt=0.0, le=100.0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -18,6 +20,23 @@ RolloutStatus = Literal["running", "paused", "promoted", "rolled_back", "aborted
 # Evaluations a rollout keeps (oldest dropped first): the console shows them all, on every
 # replica, from the stored state. A rollout at the default 30 s interval spans 25 minutes.
 HISTORY = 50
+
+
+class ValueGate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A business value the canary must not lose: its mean per call, from feedback `values`,
+    against the stable version's over the same window (one-sided Welch t-test)."""
+
+    name: ValueName
+    """The value, as feedback items name it (`revenue`)."""
+    higher_is_better: bool = True
+    """False for a cost (refunds, handling time): then a higher canary mean is worse."""
+    margin: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
+    """How much worse than stable the canary's mean may be, absolute, in the value's own
+    unit (0.5 with revenue in euros: up to 50 cents less per call is tolerated)."""
+    alpha: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.05
+    """The gate fails only when "worse by more than `margin`" is this significant."""
+    min_count: Annotated[int, msgspec.Meta(ge=2)] = 30
+    """Calls with this value each version needs in the window; fewer is inconclusive."""
 
 
 class Gates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +60,8 @@ class Gates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Labelled predictions each version needs before accuracy is compared."""
     webhook: str | None = None
     """URL POSTed the evaluation's evidence; a 2xx answer passes."""
+    business: Annotated[tuple[ValueGate, ...], msgspec.Meta(max_length=16)] = ()
+    """Business values the canary must not lose (see `ValueGate`); none by default."""
 
 
 class RolloutConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

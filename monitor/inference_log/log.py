@@ -108,7 +108,7 @@ class InferenceLog:
         unknown, expired, invalid = set(result.unknown), set(result.expired), set(result.invalid)
         now = time.time()
         for item in {item.id: item for item in items}.values():
-            if item.id in invalid:
+            if item.id in invalid or item.label is msgspec.UNSET:  # values alone: no label
                 continue
             status = (
                 "unknown" if item.id in unknown else "expired" if item.id in expired else "joined"
