@@ -55,7 +55,7 @@ manifests: $(VENV)/.dev-installed ## Write deploy/'s PrometheusRule and dashboar
 bench: $(VENV)/.dev-installed ## Benchmarks against the limit and a peer (installs wrk if missing)
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
-	$(BIN)/python -m benchmarks http
+	$(BIN)/python -m benchmarks http  # installs MLServer and KServe (peers) under ~/.cache once
 	$(BIN)/python -m benchmarks grpc  # installs MLServer (the peer) under ~/.cache once
 	$(BIN)/python -m benchmarks drift
 	$(BIN)/python -m benchmarks drift-quality

@@ -20,18 +20,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from benchmarks import mlserver
+from benchmarks import mlserver, venvs
 from benchmarks.grpc_load import GrpcLoadResult
 from benchmarks.http import canary_at_ten_percent
-from benchmarks.models import MODELS, build_artifacts, ort_limit, register_all, request_row
+from benchmarks.models import build_artifacts, ort_limit, register_all, request_row
 from benchmarks.report import Check, Report, Table, check, machine_info
 from benchmarks.scenario import BenchmarkError
-from benchmarks.servers import REPOSITORY, Server, cpu_seconds, free_port, serving
+from benchmarks.servers import REPOSITORY, Server, cpu_seconds, free_port, pinned, serving
 
 LIMIT, SUBJECT, PEER = "raw-grpc", "gateway", "mlserver"
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -66,14 +67,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, metavar="S", help="seconds per run (5)")
     parser.add_argument("--runs", type=int, metavar="N", help="runs per point, median (3)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 run of 1 s")
-    parser.add_argument("--model", choices=sorted(MODELS), default="mlp", help="(mlp)")
+    # The 20-feature models: the load and the answer check read one FP32 output.
+    parser.add_argument("--model", choices=["mlp", "tiny"], default="mlp", help="(mlp)")
     parser.add_argument(
         "--servers", nargs="+", choices=names, default=names, metavar="NAME", help=" ".join(names)
     )
     parser.add_argument(
         "--cache",
         type=Path,
-        default=mlserver.default_cache(),
+        default=venvs.default_cache(),
         help="where MLServer's virtual environment is kept (default %(default)s)",
     )
 
@@ -91,8 +93,8 @@ def run(args: argparse.Namespace) -> Report:
     runs = args.runs or (1 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="driftgate-bench-grpc-") as temp:
         root = Path(temp)
-        artifacts = build_artifacts(root / "artifacts")
-        row = request_row()
+        artifacts = build_artifacts(root / "artifacts", [args.model])
+        row = request_row(args.model)
         limit = ort_limit(artifacts[args.model], row, cpu=server_cpu)
         request = protos.ModelInferRequest(model_name=args.model)
         request.inputs.add(name="x", datatype="FP32", shape=[1, len(row)])
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> Report:
             with serving(server, cpu=server_cpu, log=log, timeout_s=120) as running:
                 target, process = running.url.removeprefix("http://"), running.pid
                 if server.role != "limit":
-                    _check_answer(server.name, target, request_file, limit.output)
+                    _check_answer(server.name, target, request_file, limit.outputs[0].data)
                 _progress(f"{server.name}: warm-up")
                 _load(target, request_file, max(args.concurrency), duration, load_cpu)
                 for concurrency in args.concurrency:
@@ -211,7 +213,7 @@ def _answers(request: bytes, target: str) -> bool:
     return True
 
 
-def _check_answer(server: str, target: str, request: Path, expected: list[float]) -> None:
+def _check_answer(server: str, target: str, request: Path, expected: Sequence[float]) -> None:
     """Refuse a server that does not answer with the model's output for the request."""
     import grpc
     from tritonclient.grpc import service_pb2  # another copy of the protocol than ours
@@ -236,10 +238,13 @@ def _load(
         *(f"--concurrency={concurrency}", f"--channels={min(concurrency, 4)}"),
         f"--duration={duration}",
     ]
-    if cpu is not None:
-        command = ["taskset", "--cpu-list", str(cpu), *command]
     done = subprocess.run(
-        command, cwd=REPOSITORY, capture_output=True, text=True, timeout=duration + 60, check=False
+        pinned(command, cpu),
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=False,
     )
     if done.returncode != 0:
         raise BenchmarkError(f"the load generator failed: {done.stderr[-2000:]}")

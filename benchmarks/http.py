@@ -1,11 +1,14 @@
-"""HTTP inference: the gateway against the limit (a bare ASGI app) and a peer (FastAPI).
+"""HTTP inference: the gateway against the limit (a bare ASGI app) and the peers users
+would pick instead (FastAPI, sync and async; MLServer; KServe).
 
 Each server runs in turn as its own process pinned to one CPU, with wrk pinned to another,
 over loopback. All of them receive the same Open Inference Protocol JSON request (one row
-of 20 floats); the infer servers answer it from the same ONNX model. The model's own cost
-(ONNX Runtime, batch 1, in-process) is measured too, as the limit for inference. Per server
-and connection count: the median of several wrk runs, after one warm-up run, with the CPU
-time the server's processes used per request (read from /proc around each run).
+of the model's features: by default a row of the breast-cancer data set for the
+scikit-learn classifier) and must answer it with the model's own outputs. The model's own
+cost (ONNX Runtime, batch 1, in-process) is measured too, as the limit for inference. Per
+server and connection count: the median of several wrk runs, after one warm-up run, with
+the CPU time the server's processes used per request (read from /proc around each run).
+MLServer and KServe run from virtual environments the first run installs (minutes).
 """
 
 from __future__ import annotations
@@ -22,23 +25,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-import numpy as np
-
+from benchmarks import http_peers, kserve, mlserver, venvs
 from benchmarks import http_summary as summary
-from benchmarks.http_summary import LIMIT, PEER
+from benchmarks.http_peers import KSERVE, LIMIT, MLSERVER, PEERS
 from benchmarks.models import (
     MODELS,
     build_artifacts,
+    check_answer,
     infer_body,
     ort_limit,
+    reference_path,
     register_all,
     request_row,
 )
 from benchmarks.otlp import Receiver, otlp_receiver
 from benchmarks.report import Report, machine_info
 from benchmarks.scenario import BenchmarkError
-from benchmarks.servers import Server, cpu_seconds, post, serving, uvicorn_command
+from benchmarks.servers import Server, cpu_seconds, post, serving
 from benchmarks.wrk import WrkResult, post_script, require_wrk, run_wrk, wrk_version
 from registry import ModelRegistry
 from registry.deployment import Canary, Deployment
@@ -47,9 +50,10 @@ from registry.state_embedded import EmbeddedState
 
 PACKAGES = (
     *("driftgate", "litestar", "msgspec", "onnxruntime", "numpy"),
-    *("uvicorn", "uvloop", "httptools", "fastapi", "pydantic"),
+    *("uvicorn", "uvloop", "httptools", "fastapi", "pydantic", "scikit-learn", "skl2onnx"),
 )
-"""Whose versions the report records."""
+"""Whose versions the report records (the peers' own environments are recorded apart)."""
+PEER_PACKAGES = ("onnxruntime", "numpy", "fastapi", "uvicorn", "pydantic")
 BUSY_LOAD = 0.5
 """A 1-minute load average above this at the start means something else is running."""
 
@@ -74,8 +78,8 @@ def canary_at_ten_percent(home: Path) -> None:
     state = EmbeddedState(home / "state")
     for name in registry.models():
         manifest = registry.manifest(name, 1)
-        reference = home.parent.parent / "artifacts" / "reference.parquet"
         model = home / "models" / name / "1" / "model.onnx"
+        reference = reference_path(home.parent.parent / "artifacts" / f"{name}.onnx")
         registry.register(name, model, reference, description="benchmark canary")
         deployment = Deployment(
             model=name, stable=manifest.version, revision=1, canary=Canary(version=2, weight=10.0)
@@ -127,18 +131,18 @@ GATEWAY_VARIANTS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The scenario's options."""
-    names = [LIMIT, *(variant.name for variant in GATEWAY_VARIANTS), PEER]
+    names = [LIMIT, *(variant.name for variant in GATEWAY_VARIANTS), *PEERS]
     parser.add_argument(
         "--connections",
-        type=_positive,
+        type=positive,
         nargs="+",
         default=[1, 16, 64],
         metavar="N",
         help="connection counts to measure (default: 1 16 64)",
     )
-    parser.add_argument("--duration", type=_positive, metavar="S", help="seconds per run (5)")
+    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per run (5)")
     parser.add_argument(
-        "--runs", type=_positive, metavar="N", help="runs per point, the median reported (3)"
+        "--runs", type=positive, metavar="N", help="runs per point, the median reported (3)"
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 1 run of 1 s (unless given above)"
@@ -149,7 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the servers at once, their runs taking turns (fairer ratios on a busy machine)",
     )
     parser.add_argument(
-        "--model", choices=sorted(MODELS), default="mlp", help="the model served (mlp)"
+        "--model", choices=MODELS, default=MODELS[0], help=f"the model served ({MODELS[0]})"
     )
     parser.add_argument(
         "--servers",
@@ -158,6 +162,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=names,
         metavar="NAME",
         help=f"only these servers (default all: {' '.join(names)})",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=venvs.default_cache(),
+        help="where MLServer's and KServe's environments are kept (default %(default)s)",
     )
 
 
@@ -199,7 +209,7 @@ def run(args: argparse.Namespace) -> Report:
     ):
         root = Path(temp)
         artifacts = build_artifacts(root / "artifacts")
-        row = request_row()
+        row = request_row(args.model)
         body = infer_body(row)
         load = _Load(
             wrk=wrk,
@@ -211,9 +221,7 @@ def run(args: argparse.Namespace) -> Report:
         )
         _progress(f"ONNX Runtime alone, {args.model}, batch 1")
         limit = ort_limit(artifacts[args.model], row, cpu=server_cpu)
-        servers = [
-            s for s in _servers(root, artifacts, args.model, receiver) if s.name in args.servers
-        ]
+        servers = _servers(root, artifacts, args, receiver)
         measurements = []
         # In turn, each server alone; or all at once, their runs taking turns, so that a
         # change in the machine's other load falls on every server alike.
@@ -222,13 +230,15 @@ def run(args: argparse.Namespace) -> Report:
                 targets = []
                 for server in group:
                     log = root / f"{server.name}.log"
-                    running = stack.enter_context(serving(server, cpu=server_cpu, log=log))
+                    running = stack.enter_context(
+                        serving(server, cpu=server_cpu, log=log, timeout_s=120)
+                    )
                     target = _Target(
                         server.name, f"{running.url}/v2/models/{args.model}/infer", running.pid
                     )
                     answer = post(target.url, body)  # a 200 first: never measure an error page
                     if server.role != "limit":
-                        _check_answer(server.name, answer, limit.output)
+                        check_answer(server.name, answer, limit.outputs)
                     targets.append(target)
                 measurements += _measure(targets, load)
     options = {
@@ -243,8 +253,9 @@ def run(args: argparse.Namespace) -> Report:
         "otlp_spans_received": receiver.spans,
         "interleaved": args.interleave,
         "servers": {s.name: {"role": s.role, "description": s.description} for s in servers},
+        "peer_environments": _peer_environments(args),
     }
-    subjects = [server.name for server in servers if server.role == "subject"]
+    roles = {server.name: server.role for server in servers}
     title = (
         f"median of {load.runs} x {load.duration_s} s wrk runs, model {args.model}, "
         f"server on CPU {server_cpu}, wrk on CPU {load_cpu}"
@@ -253,8 +264,8 @@ def run(args: argparse.Namespace) -> Report:
         scenario="http",
         machine=machine,
         options=options,
-        tables=summary.tables(measurements, limit.call_us, subjects, title),
-        checks=summary.checks(measurements, limit.call_us, subjects),
+        tables=summary.tables(measurements, limit.call_us, roles, title),
+        checks=summary.checks(measurements, limit.call_us, roles),
         runs=measurements,
     )
 
@@ -293,18 +304,14 @@ def _measure(targets: list[_Target], load: _Load) -> list[summary.Measurement]:
 
 
 def _servers(
-    root: Path, artifacts: Mapping[str, Path], model: str, receiver: Receiver
+    root: Path, artifacts: Mapping[str, Path], args: argparse.Namespace, receiver: Receiver
 ) -> list[Server]:
-    """The limit, every gateway variant (each with a fresh data directory), then the peer."""
-    servers = [
-        Server(
-            name=LIMIT,
-            role="limit",
-            description="bare ASGI app reading the body, uvicorn + uvloop + httptools",
-            command=lambda port: uvicorn_command("benchmarks.peers.raw_asgi:app", port),
-        )
-    ]
+    """The limit, every gateway variant (each with a fresh data directory), then the peers:
+    those of `args.servers`, in that order."""
+    servers = [http_peers.limit()]
     for variant in GATEWAY_VARIANTS:
+        if variant.name not in args.servers:
+            continue
         home = root / "homes" / variant.name
         register_all(home, dict(artifacts))
         if variant.setup is not None:
@@ -314,7 +321,7 @@ def _servers(
                 name=variant.name,
                 role="subject",
                 description=variant.description,
-                command=functools.partial(_gateway_command, home),
+                command=functools.partial(gateway_command, home),
                 environ={
                     "DRIFTGATE_LOG_LEVEL": "warning",
                     **variant.environ,
@@ -322,30 +329,33 @@ def _servers(
                 },
             )
         )
-    servers.append(
-        Server(
-            name=PEER,
-            role="peer",
-            description="FastAPI + pydantic + onnxruntime as its docs show, same uvicorn",
-            command=lambda port: uvicorn_command("benchmarks.peers.fastapi_onnx:app", port),
-            environ={"BENCH_ONNX_MODEL": str(artifacts[model]), "BENCH_MODEL_NAME": model},
-        )
+    servers += http_peers.peers(
+        args.servers,
+        root=root,
+        model=artifacts[args.model],
+        model_name=args.model,
+        cache=args.cache,
     )
-    return servers
+    return [server for server in servers if server.name in args.servers]
 
 
-def _check_answer(server: str, answer: bytes, expected: list[float]) -> None:
-    """Refuse a server that does not answer with the model's output for the request."""
-    try:
-        data = msgspec.json.decode(answer)["outputs"][0]["data"]
-    except (msgspec.DecodeError, KeyError, IndexError, TypeError) as exc:
-        raise BenchmarkError(f"{server} answered no OIP output: {answer[:300]!r}") from exc
-    if not np.allclose(data, expected, rtol=1e-5, atol=1e-6):
-        raise BenchmarkError(f"{server} answered {data}, the model gives {expected}")
+def _peer_environments(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The versions installed in the peers' own environments, for the report."""
+    found = {}
+    if MLSERVER in args.servers:
+        python = mlserver.mlserver_command(args.cache).parent / "python"
+        found[MLSERVER] = venvs.versions(python, ("mlserver", *PEER_PACKAGES))
+    if KSERVE in args.servers:
+        found[KSERVE] = venvs.versions(kserve.kserve_python(args.cache), ("kserve", *PEER_PACKAGES))
+    return found
 
 
-def _gateway_command(home: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "gateway", "serve", f"--home={home}", f"--port={port}"]
+def gateway_command(home: Path, port: int, *, workers: int = 1) -> list[str]:
+    """`driftgate serve` over the data directory `home` on `port`, with `workers` processes."""
+    return [
+        *(sys.executable, "-m", "gateway", "serve"),
+        *(f"--home={home}", f"--port={port}", f"--workers={workers}"),
+    ]
 
 
 def _cpus() -> tuple[int | None, int | None]:
@@ -357,7 +367,8 @@ def _cpus() -> tuple[int | None, int | None]:
     return allowed[0], allowed[1]
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> Report:
     machine = machine_info(PACKAGES)
     with tempfile.TemporaryDirectory(prefix="driftgate-bench-log-") as temp:
         root = Path(temp)
-        artifacts = build_artifacts(root / "artifacts")
+        artifacts = build_artifacts(root / "artifacts", ["mlp", "tiny"])
         body = infer_body(request_row())
         calls = asyncio.run(_calls(root, artifacts, body, args.calls, args.rounds))
         pieces = _pieces(root)

@@ -149,11 +149,12 @@ def format_report(report: Report) -> str:
 
 
 def _verdict(item: Check) -> str:
-    if item.met:
-        return "met"
-    # How far off, as a share of the target, in the direction that matters.
-    gap = (item.target - item.value) if item.at_least else (item.value - item.target)
-    return f"MISSED by {gap / item.target:.0%}" if item.target else "MISSED"
+    verdict = "PASS" if item.met else "MISS"
+    if not item.target:
+        return verdict
+    # The margin: how far past (PASS) or short of (MISS) the target, as a share of it.
+    margin = (item.value - item.target) if item.at_least else (item.target - item.value)
+    return f"{verdict} by {abs(margin) / item.target:.0%}"
 
 
 def _format_rows(columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> list[str]:

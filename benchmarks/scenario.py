@@ -22,7 +22,7 @@ from typing import Protocol, cast
 
 from benchmarks.report import Report
 
-SCENARIOS = ("http", "grpc", "drift", "drift-quality", "inference-log")
+SCENARIOS = ("http", "grpc", "drift", "drift-quality", "inference-log", "workers")
 """Scenario names, in the order `make bench` runs them; one module each."""
 
 

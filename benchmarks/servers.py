@@ -60,6 +60,21 @@ def uvicorn_command(app: str, port: int) -> list[str]:
     ]
 
 
+Cpus = int | Sequence[int] | None
+"""Where a process may run: one CPU, several, or anywhere (None)."""
+
+
+def pinned(command: Sequence[str], cpu: Cpus) -> list[str]:
+    """`command` run under `taskset` on `cpu` (one or several CPUs), or as it is for None.
+
+    taskset execs the command, so the pid a caller gets is the command's own.
+    """
+    if cpu is None:
+        return list(command)
+    cpus = [cpu] if isinstance(cpu, int) else list(cpu)
+    return ["taskset", "--cpu-list", ",".join(map(str, cpus)), *command]
+
+
 def free_port() -> int:
     """A loopback TCP port that nothing listens on right now."""
     with socket.socket() as sock:
@@ -77,17 +92,13 @@ class Running:
 
 
 @contextmanager
-def serving(
-    server: Server, *, cpu: int | None, log: Path, timeout_s: float = 60
-) -> Iterator[Running]:
+def serving(server: Server, *, cpu: Cpus, log: Path, timeout_s: float = 60) -> Iterator[Running]:
     """Run `server` until the block ends; yields it once it answers ready.
 
     Its output goes to `log`, whose tail is quoted if it fails to start.
     """
     port = free_port()
-    command = list(server.command(port))
-    if cpu is not None:
-        command = ["taskset", "--cpu-list", str(cpu), *command]  # taskset execs: same pid
+    command = pinned(server.command(port), cpu)
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,

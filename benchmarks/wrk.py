@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from benchmarks.scenario import BenchmarkError
+from benchmarks.servers import Cpus, pinned
 
 INSTALL_HINT = (
     "wrk is not on PATH. Install it (Debian/Ubuntu: `apt-get install -y wrk`; "
@@ -98,22 +99,22 @@ def run_wrk(
     *,
     connections: int,
     duration_s: int,
-    cpu: int | None,
+    cpu: Cpus,
+    threads: int = 1,
 ) -> WrkResult:
-    """One wrk run of `duration_s` seconds with one thread, pinned to `cpu` if given."""
+    """One wrk run of `duration_s` seconds with `threads` threads (one per core it is
+    given: one by default), pinned to `cpu` if given."""
     command = [
         wrk,
-        "--threads=1",  # one core for the load generator: one thread
+        f"--threads={threads}",
         f"--connections={connections}",
         f"--duration={duration_s}s",
         "--timeout=10s",
         f"--script={script}",
         url,
     ]
-    if cpu is not None:
-        command = ["taskset", "--cpu-list", str(cpu), *command]
     output = subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=duration_s + 30
+        pinned(command, cpu), capture_output=True, text=True, check=False, timeout=duration_s + 30
     )
     for line in output.stdout.splitlines():
         if line.startswith(_MARKER):
