@@ -1,13 +1,15 @@
-"""Adaptive dynamic batching: a Runtime that wraps a Runtime.
+"""Adaptive dynamic batching: a Runtime that wraps an ONNX Runtime session.
 
-A lone request runs at once (no timer to wait out; at most one loop tick). Requests that
-arrive while a batch is running, or in the same loop tick, queue up, and the next batch takes
-all of them, up to `max_batch_size` rows: under load batches grow by themselves, at low load
-nothing waits. `max_queue_delay` optionally
-holds a batch open a little longer to fill it (0, the default, never waits). Rows are
-independent by contract, so batching never changes a result; requests whose non-batch
-dimensions differ never share a batch. A failed batch fails exactly its own requests, with
-the runtime's error; a full queue refuses new requests with 503.
+Requests that arrive in the same loop tick (many connections' data arrives in one poll) or
+while a batch runs in a worker thread queue up, and the next batch takes all of them, up to
+`max_batch_size` rows: under load batches grow by themselves, at low load nothing waits. A
+batch is formed by one callback at the end of the tick, not by a task: a lone request pays
+for a future and a callback, and a batch the session runs in place (`OnnxRuntime.runs_inline`)
+runs within that callback, with no task switch at all. `max_queue_delay` optionally holds a
+batch open a little longer to fill it (0, the default, never waits). Rows are independent by
+contract, so batching never changes a result; requests whose non-batch dimensions differ
+never share a batch. A failed batch fails exactly its own requests, with the runtime's
+error; a full queue refuses new requests with 503.
 """
 
 from __future__ import annotations
@@ -21,15 +23,7 @@ import msgspec
 import numpy as np
 
 from gateway.errors import ServiceUnavailableError
-from gateway.runtime import Runtime
-from registry import Signature
-
-
-def batchable(signature: Signature) -> bool:
-    """Whether requests can share a batch: every tensor leads with a variable batch axis."""
-    return all(
-        spec.shape and spec.shape[0] == -1 for spec in (*signature.inputs, *signature.outputs)
-    )
+from gateway.runtime import OnnxRuntime
 
 
 class _Pending(msgspec.Struct):
@@ -46,7 +40,7 @@ class AdaptiveBatcher:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: OnnxRuntime,
         *,
         max_batch_size: int,
         max_queue_delay: float = 0.0,
@@ -59,7 +53,8 @@ class AdaptiveBatcher:
         self._max_queued = max_queued
         self._observe_queue = observe_queue
         self._pending: deque[_Pending] = deque()
-        self._worker: asyncio.Task[None] | None = None
+        self._flush_due: asyncio.Handle | None = None
+        self._in_thread: asyncio.Task[None] | None = None  # the batch a worker thread runs
 
     @property
     def depth(self) -> int:
@@ -88,23 +83,48 @@ class AdaptiveBatcher:
             enqueued=time.monotonic(),
         )
         self._pending.append(pending)
-        if self._worker is None or self._worker.done():
-            # The worker lives while there is work: an idle or released batcher holds no task.
-            self._worker = loop.create_task(self._work(), name="driftgate-batcher")
+        self._schedule(loop)
         return await pending.future
 
-    async def _work(self) -> None:
-        # No await between the emptiness check and returning: a request queued after the
-        # check finds this task done and starts a new one.
-        while self._pending:
-            if self._delay > 0 and self._queued_rows() < self._max_rows:
-                await asyncio.sleep(self._delay)
-            elif len(self._pending) < self._max_rows:
-                # One loop tick, not a timer: requests already read in this tick (many
-                # connections' data arrives in one poll) join the batch. A model run in
-                # place blocks the loop, so without this its batches would all be of one.
-                await asyncio.sleep(0)
-            await self._run(self._take())
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush at the end of this tick (or after the queue delay), unless a flush is due
+        already or a batch runs in a thread (its end schedules the next)."""
+        if self._flush_due is not None or self._in_thread is not None or not self._pending:
+            return
+        if self._delay > 0 and self._queued_rows() < self._max_rows:
+            self._flush_due = loop.call_later(self._delay, self._flush)
+        else:
+            self._flush_due = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Run every queued batch the session runs in place; hand the first one it does not
+        to a worker thread, the rest waiting for it."""
+        self._flush_due = None
+        while self._pending and self._in_thread is None:
+            batch = self._live(self._take())
+            if not batch:
+                continue
+            inputs, outputs = _merged(batch), batch[0].outputs
+            if self._runtime.runs_inline(sum(item.rows for item in batch)):
+                try:
+                    _settle(batch, self._runtime.run_inline(inputs, outputs))
+                except Exception as exc:  # the runtime's own error goes to each request
+                    _fail(batch, exc)
+            else:
+                self._in_thread = asyncio.get_running_loop().create_task(
+                    self._run_in_thread(batch, inputs, outputs), name="driftgate-batch"
+                )
+
+    async def _run_in_thread(
+        self, batch: list[_Pending], inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
+    ) -> None:
+        try:
+            _settle(batch, await self._runtime.predict(inputs, outputs))
+        except Exception as exc:  # the runtime's own error goes to each request
+            _fail(batch, exc)
+        finally:
+            self._in_thread = None
+            self._schedule(asyncio.get_running_loop())  # what queued during the run
 
     def _queued_rows(self) -> int:
         return sum(item.rows for item in self._pending)
@@ -123,31 +143,36 @@ class AdaptiveBatcher:
         self._pending.extendleft(reversed(skipped))  # keep their place at the front
         return batch
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        started = time.monotonic()
+    def _live(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch's requests whose callers still wait, their queue time observed."""
         if self._observe_queue is not None:
+            started = time.monotonic()
             for item in batch:
                 self._observe_queue(started - item.enqueued)
-        live = [item for item in batch if not item.future.cancelled()]
-        if not live:
-            return
-        try:
-            if len(live) == 1:
-                results = await self._runtime.predict(live[0].inputs, live[0].outputs)
-                live[0].future.set_result(results)
-                return
-            inputs = {
-                name: np.concatenate([item.inputs[name] for item in live])
-                for name in live[0].inputs
-            }
-            merged = await self._runtime.predict(inputs, live[0].outputs)
-        except Exception as exc:  # the runtime's own error goes to each of its requests
-            for item in live:
-                if not item.future.done():
-                    item.future.set_exception(exc)
-            return
-        bounds = np.cumsum([item.rows for item in live])[:-1]
-        parts = [np.split(output, bounds) for output in merged]
-        for index, item in enumerate(live):
-            if not item.future.done():
-                item.future.set_result([part[index] for part in parts])
+        return [item for item in batch if not item.future.cancelled()]
+
+
+def _merged(batch: list[_Pending]) -> dict[str, np.ndarray]:
+    """The batch's inputs as one run's: its requests' rows, in order."""
+    if len(batch) == 1:
+        return dict(batch[0].inputs)
+    return {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+
+
+def _settle(batch: list[_Pending], merged: list[np.ndarray]) -> None:
+    """Give each request its rows of the run's outputs."""
+    if len(batch) == 1:
+        if not batch[0].future.done():
+            batch[0].future.set_result(merged)
+        return
+    bounds = np.cumsum([item.rows for item in batch])[:-1]
+    parts = [np.split(output, bounds) for output in merged]
+    for index, item in enumerate(batch):
+        if not item.future.done():
+            item.future.set_result([part[index] for part in parts])
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)

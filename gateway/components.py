@@ -7,9 +7,9 @@ from concurrent.futures import Executor
 
 from opentelemetry.trace import Tracer
 
-from gateway.batching import AdaptiveBatcher, batchable
+from gateway.batching import AdaptiveBatcher
 from gateway.leadership import FileLeadership, Leadership, RedisLeadership
-from gateway.runtime import OnnxRuntime, Runtime
+from gateway.runtime import OnnxRuntime, Runtime, batchable
 from gateway.settings import Settings, child_environ
 from gateway.tracing import TracedRuntime
 from monitor.drift import MonitorConfig

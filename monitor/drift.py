@@ -33,6 +33,10 @@ from registry.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 CONSUME_BATCH = 256  # samples the consumer takes at once
+# The consumer gathers samples this long before it takes them: a window update costs about
+# the same for one sample as for a hundred, so under load it updates per tens of samples,
+# not per sample, and the drift figures are only this much later.
+CONSUME_PAUSE = 0.02  # seconds
 HISTORY = 360  # evaluations kept per version: an hour at the default 10 s interval
 
 
@@ -338,6 +342,7 @@ class DriftMonitor:
         await asyncio.to_thread(warm_up)
         while True:
             batch = [await self._queue.get()]
+            await asyncio.sleep(CONSUME_PAUSE)
             while not self._queue.empty() and len(batch) < CONSUME_BATCH:
                 batch.append(self._queue.get_nowait())
             by_version: dict[tuple[str, int], list[Sample]] = {}

@@ -13,9 +13,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
-from gateway.batching import AdaptiveBatcher, batchable
+from gateway.batching import AdaptiveBatcher
 from gateway.errors import ModelRuntimeError, ServiceUnavailableError
-from gateway.runtime import OnnxRuntime
+from gateway.runtime import OnnxRuntime, batchable
 from gateway.settings import Batching, Settings
 from registry.signature import open_session, read_signature
 
@@ -148,3 +148,30 @@ async def test_the_gateway_batches_a_configured_model(settings: Settings) -> Non
         y = np.array(response.json()["outputs"][0]["data"], np.float32)
         np.testing.assert_array_equal(y, row + np.float32(2.0))
     assert 'driftgate_queue_duration_seconds_count{model="affine",version="2"}' in metrics
+
+
+async def test_requests_of_one_loop_tick_make_one_run_on_the_loop(
+    artifacts: Path, executor: ThreadPoolExecutor
+) -> None:
+    sizes: list[int] = []
+    model = (artifacts / "affine.onnx").read_bytes()
+    inline = OnnxRuntime(
+        model,
+        read_signature(open_session(model)),
+        executor,
+        intra_op_threads=1,
+        inline_seconds=1.0,  # every run is cheap enough for the loop
+        observe=lambda rows, _: sizes.append(rows),
+    )
+    inline.warm_up()
+    sizes.clear()
+    batcher = AdaptiveBatcher(inline, max_batch_size=32)
+    rows = np.random.default_rng(2).normal(size=(40, 4)).astype(np.float32)
+    results = await asyncio.gather(*(batcher.predict({"x": row[None]}, ["y"]) for row in rows))
+    assert sizes == [32, 8]  # one tick's requests, in runs of at most 32 rows
+    (expected,) = inline.run_inline({"x": rows}, ["y"])
+    for index, (y,) in enumerate(results):
+        np.testing.assert_array_equal(y, expected[index : index + 1])
+    sizes.clear()
+    await batcher.predict({"x": rows[:1]}, ["y"])  # a lone request runs alone
+    assert sizes == [1]
