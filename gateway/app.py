@@ -34,21 +34,19 @@ from gateway.components import (
 from gateway.content import JSONRequest
 from gateway.dataplane import DataPlane
 from gateway.deployments import DeploymentManager
-from gateway.error_docs import document_errors
 from gateway.errors import GatewayError, disk_full, status_of
 from gateway.explain import Explainer, explain_limits
 from gateway.explain_api import explain_router
 from gateway.fast_infer import AccessLoggedInfer, FastInfer
 from gateway.http import inference_router
-from gateway.infer_docs import document_infer
 from gateway.live_evidence import LiveEvidence
 from gateway.logs import configure as configure_logging
 from gateway.monitor_api import monitor_router
+from gateway.openapi_docs import DocsOnDemand
 from gateway.protocol import ErrorResponse
 from gateway.repository import ModelRepository
 from gateway.rollouts import RolloutController
 from gateway.routing import Router
-from gateway.schema_docs import document_schemas
 from gateway.settings import Settings, load_settings
 from gateway.shadows import ShadowMirror
 from gateway.state_metrics import StateCollector
@@ -71,6 +69,7 @@ if TYPE_CHECKING:
     from gateway.grpc import GrpcServer
 
 logger = logging.getLogger("driftgate")
+_DOCS_PATH = "/docs"
 
 
 def create_app(
@@ -154,6 +153,7 @@ def create_app(
     tokens = parse_tokens(settings.tokens)
     guard = TokenGuard(tokens)
     explainer = Explainer(dataplane, registry, explain_limits(settings))
+    evidence = LiveEvidence(monitor, traffic, panes, mirror.agreement)  # API and console
 
     async def start_monitor() -> None:
         await predictions.start()
@@ -181,10 +181,16 @@ def create_app(
             admin_router(guard, max_upload_bytes=settings.max_upload_bytes),
             metrics_endpoint(metrics.registry, state_metrics),
             monitor_router(TokenGuard(tokens, LABELS)),
-            compare_router(guard, LiveEvidence(monitor, traffic, panes, mirror.agreement)),
+            compare_router(guard, evidence),
             explain_router(TokenGuard(tokens, EXPLANATIONS), explainer),
             *(
-                [console_router(tokens, session_seconds=settings.console_session_seconds)]
+                [
+                    console_router(
+                        tokens,
+                        session_seconds=settings.console_session_seconds,
+                        evidence=evidence,
+                    )
+                ]
                 if settings.console
                 else []
             ),
@@ -205,10 +211,8 @@ def create_app(
             deployments.start,
             controller.start,
             *([grpc_server.start] if grpc_server is not None else []),
-            document_infer,
-            document_errors,
-            document_schemas,
         ],
+        before_request=DocsOnDemand(_DOCS_PATH),  # the OpenAPI document on its first request
         # gRPC first: its calls under way finish before the parts they use close.
         on_shutdown=[
             *([grpc_server.stop] if grpc_server is not None else []),
@@ -229,7 +233,7 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="driftgate",
             version="0.1.0",
-            path="/docs",
+            path=_DOCS_PATH,
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),

@@ -9,9 +9,15 @@ Handlers name the other errors they answer with `errors(...)`.
 
 from __future__ import annotations
 
-from litestar import Litestar
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    Schema,
+)
 
 from gateway.protocol import ErrorResponse
 
@@ -41,10 +47,10 @@ def errors(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-def document_errors(app: Litestar) -> None:
+def document_errors(openapi: OpenAPI) -> None:
     """Point every documented error response at `ErrorResponse`, and document the token
     errors of guarded routes (after `document_infer`, which adds the schema)."""
-    for path in (app.openapi_schema.paths or {}).values():
+    for path in (openapi.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
             operation: Operation | None = getattr(path, method)
             if operation is None or not isinstance(operation.responses, dict):

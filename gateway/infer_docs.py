@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Litestar
-from litestar.openapi.spec import Operation, PathItem
+from litestar.openapi.spec import OpenAPI, Operation, PathItem
 
 from gateway.protocol import ErrorResponse, InferenceRequest, InferenceResponse
 
@@ -63,9 +62,8 @@ _RESPONSE_HEADERS = {
 }
 
 
-def document_infer(app: Litestar) -> None:
-    """Add the infer paths and their message schemas to the app's OpenAPI document."""
-    openapi = app.openapi_schema
+def document_infer(openapi: OpenAPI) -> None:
+    """Add the infer paths and their message schemas to an app's OpenAPI document."""
     _, components = msgspec.json.schema_components(
         [InferenceRequest, InferenceResponse, ErrorResponse],
         ref_template="#/components/schemas/{name}",

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from litestar import Litestar
-from litestar.openapi.spec import OpenAPIType, Reference, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIType, Reference, Schema
 
 _METHODS = ("get", "put", "post", "delete", "patch")
 _PREFIX = "#/components/schemas/"
@@ -29,27 +28,26 @@ _NESTED = (("all_of", "allOf"),)
 _SINGLES = (("items", "items"), ("additional_properties", "additionalProperties"))
 
 
-def document_schemas(app: Litestar) -> None:
-    """Correct the app's component schemas (after `document_infer`, which adds some)."""
-    openapi = app.openapi_schema
+def document_schemas(openapi: OpenAPI) -> None:
+    """Correct an app's component schemas (after `document_infer`, which adds some)."""
     schemas: dict[str, Any] = dict(openapi.components.schemas or {})
     for schema in schemas.values():
         _drop_ellipsis(schema)
     requested: set[str] = set()
-    for operation in _operations(app):
+    for operation in _operations(openapi):
         for media in (_field(operation.request_body, "content") or {}).values():
             _collect_refs(_field(media, "schema"), schemas, requested)
     for name, schema in schemas.items():
         if name not in requested:
             _allow_null(schema)
-    for operation in _operations(app):  # inline response schemas, such as a list of reports
+    for operation in _operations(openapi):  # inline response schemas, such as a list of reports
         for response in (operation.responses or {}).values():
             for media in (_field(response, "content") or {}).values():
                 _allow_null(_field(media, "schema"))
 
 
-def _operations(app: Litestar) -> Iterator[Any]:
-    for item in (app.openapi_schema.paths or {}).values():
+def _operations(openapi: OpenAPI) -> Iterator[Any]:
+    for item in (openapi.paths or {}).values():
         for method in _METHODS:
             if (operation := getattr(item, method)) is not None:
                 yield operation

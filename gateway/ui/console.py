@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import MediaType, Request, Response
+from litestar.di import NamedDependency
 from litestar.response import Template
 
 from gateway.deployments import DeploymentManager
+from gateway.live_evidence import LiveEvidence
 from gateway.rollouts import RolloutController
 from gateway.ui.session import ConsoleSession
 from monitor.drift import DriftMonitor
@@ -40,6 +42,7 @@ class Console:
     manager: DeploymentManager
     monitor: DriftMonitor
     controller: RolloutController
+    evidence: LiveEvidence  # what versions showed while serving, for the comparison page
 
     def page(self, template: str, page: str, **context: Any) -> Page:
         """A whole page: `template` with the session (for the top bar and the forms)."""
@@ -93,3 +96,6 @@ class Console:
         engine = self.request.app.template_engine
         assert engine is not None  # the app factory configures the console's templates
         return RenderedHtml(engine.get_template(template).render(**context))
+
+
+Asked = NamedDependency[Console]  # the request, its session, and the gateway's parts

@@ -11,6 +11,7 @@ import msgspec
 
 from gateway.deployments import DeploymentManager
 from gateway.ui import words
+from gateway.ui.pending_page import PendingView, pending_views
 from monitor.detector import Status, worst
 from monitor.drift import DriftMonitor
 from registry import Manifest, ModelRegistry, RegistryError
@@ -68,6 +69,9 @@ class ModelSummary(msgspec.Struct, frozen=True, kw_only=True):
     shadows: tuple[str, ...]  # "v4 at 50%"
     revision: int
     rollout: RolloutSummary | None
+    # A protected model changes its stable version only with a second admin's approval.
+    protected: bool
+    pending: PendingView | None  # the change awaiting that approval
     # The worst drift among the versions that take traffic.
     drift: DriftWord
     drift_class: str
@@ -85,6 +89,7 @@ async def models_view(manager: DeploymentManager, monitor: DriftMonitor) -> Mode
     """Every registered model with its deployment and versions (the registry is read in
     a worker thread: it may be an object store)."""
     registry = manager.registry
+    pending = await pending_views(manager)  # first: it records the expiries that are due
     deployments = manager.deployments()
     names = await asyncio.to_thread(registry.models)
     models = []
@@ -94,7 +99,7 @@ async def models_view(manager: DeploymentManager, monitor: DriftMonitor) -> Mode
             watch = monitor.window(name, version)
             loaded[version] = watch.manifest if watch is not None else None
         manifests = await asyncio.to_thread(_manifests, registry, name, loaded)
-        models.append(_model(name, deployments.get(name), manifests, monitor))
+        models.append(_model(name, deployments.get(name), manifests, monitor, pending.get(name)))
     return ModelsView(models=tuple(models), generated=words.moment(time.time()))
 
 
@@ -124,6 +129,7 @@ def _model(
     deployment: Deployment | None,
     manifests: dict[int, Manifest | str],
     monitor: DriftMonitor,
+    pending: PendingView | None,
 ) -> ModelSummary:
     roles = _roles(deployment)
     rollout = deployment.rollout if deployment else None
@@ -159,6 +165,8 @@ def _model(
         ),
         revision=deployment.revision if deployment else 0,
         rollout=_rollout(deployment) if deployment and deployment.rollout else None,
+        protected=deployment.protected if deployment else False,
+        pending=pending,
         drift=drift,
         drift_class=words.status_class(drift),
         versions=versions,

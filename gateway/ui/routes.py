@@ -9,6 +9,7 @@ methods as `/admin`, audited with the session's token as actor.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,13 +24,17 @@ from litestar.status_codes import HTTP_200_OK
 
 from gateway.deployments import DeploymentManager
 from gateway.errors import BadRequestError, NotFoundError
+from gateway.live_evidence import LiveEvidence
 from gateway.rollouts import RolloutController
 from gateway.tokens import Token
 from gateway.ui.access import CONSOLE_ERRORS, ConsoleGuard, admin_only, session_of
 from gateway.ui.audit import AuditView, audit_view
-from gateway.ui.console import LIVE_SECONDS, Console, Page
+from gateway.ui.compare_routes import compare_page
+from gateway.ui.console import LIVE_SECONDS, Asked, Console, Page
+from gateway.ui.forms import MAX_REASON_CHARS, reason_of
 from gateway.ui.headers import CONSOLE_POLICY, SecurityHeaders
 from gateway.ui.login import login, login_page, logout
+from gateway.ui.pending_routes import approve, pending_live, pending_page, reject
 from gateway.ui.session import Sessions
 from gateway.ui.views import RolloutView, VersionView, models_view, rollout_view, version_view
 from monitor.drift import DriftMonitor
@@ -39,12 +44,10 @@ from registry.names import validate_model_name
 # sending it costs more than a small page, and a change still shows within seconds. So
 # does the audit page, which reads and verifies the whole log each time.
 BIG_PAGE_FEATURES, BIG_PAGE_SECONDS = 50, 5
-MAX_REASON_CHARS = 1000
 MAX_FILTER_CHARS = 200
 MAX_FORM_BYTES = 64 * 1024  # a console form is a reason and a secret
 STEERS = ("pause", "resume", "abort")
 STATIC = Path(__file__).parent / "static"
-Asked = NamedDependency[Console]  # the request, its session, and the gateway's parts
 
 
 # --- the models page ------------------------------------------------------------------
@@ -74,7 +77,11 @@ async def version_page(console: Asked, name: FromPath[str], version: FromPath[in
     view = await _version(console, name, version)
     url = _version_url(name, version)
     _, live = await console.region("version_body.html", url, view, every=_every(view))
-    return console.page("version.html", "models", live=live, name=name, version=version)
+    versions = await asyncio.to_thread(console.manager.registry.versions, name)
+    others = [other for other in versions if other != version]  # to compare it with
+    return console.page(
+        "version.html", "models", live=live, name=name, version=version, others=others
+    )
 
 
 @get("/models/{name:str}/versions/{version:int}/live", name="console-version-live")
@@ -131,7 +138,7 @@ async def steer(console: Asked, name: FromPath[str], action: FromPath[str]) -> P
     validate_model_name(name)
     if action not in STEERS:
         raise NotFoundError(f"no rollout action {action!r}: use pause, resume or abort")
-    reason = await _reason(console.request, required=False) or f"{action} from the console"
+    reason = await reason_of(console.request, required=False) or f"{action} from the console"
     await console.controller.steer(name, action, console.session.actor, reason)
     return await _acted(console, name)
 
@@ -145,7 +152,7 @@ async def steer(console: Asked, name: FromPath[str], action: FromPath[str]) -> P
 async def promote(console: Asked, name: FromPath[str]) -> Page:
     """The canary becomes stable (as `POST /admin/models/{m}/promote`); a reason is required."""
     validate_model_name(name)
-    reason = await _reason(console.request, required=True)
+    reason = await reason_of(console.request, required=True)
     await console.manager.promote(name, console.session.actor, reason)
     return await _acted(console, name)
 
@@ -160,7 +167,7 @@ async def rollback(console: Asked, name: FromPath[str]) -> Page:
     """The canary's weight drops to 0 (as `POST /admin/models/{m}/rollback`); a reason is
     required."""
     validate_model_name(name)
-    reason = await _reason(console.request, required=True)
+    reason = await reason_of(console.request, required=True)
     await console.manager.rollback(name, console.session.actor, reason)
     return await _acted(console, name)
 
@@ -172,17 +179,6 @@ async def _rollout(console: Console, name: str) -> RolloutView:
 
 def _rollout_url(name: str) -> str:
     return f"/ui/models/{quote(name)}/rollout/live"
-
-
-async def _reason(request: Request[Any, Any, Any], *, required: bool) -> str:
-    """The form's reason, bounded; 400 when a required one is missing."""
-    reason = (await request.form()).get("reason", "")
-    reason = reason.strip() if isinstance(reason, str) else ""
-    if required and not reason:
-        raise BadRequestError("a reason is required: say why, it goes into the audit log")
-    if len(reason) > MAX_REASON_CHARS:
-        raise BadRequestError(f"the reason is over {MAX_REASON_CHARS} characters: shorten it")
-    return reason
 
 
 async def _acted(console: Console, name: str) -> Page:
@@ -243,6 +239,7 @@ def _provide_console(
     manager: NamedDependency[DeploymentManager],
     monitor: NamedDependency[DriftMonitor],
     controller: NamedDependency[RolloutController],
+    evidence: NamedDependency[LiveEvidence],
 ) -> Console:
     return Console(
         request=request,
@@ -250,11 +247,15 @@ def _provide_console(
         manager=manager,
         monitor=monitor,
         controller=controller,
+        evidence=evidence,
     )
 
 
-def console_router(tokens: tuple[Token, ...], *, session_seconds: float) -> Router:
-    """The console under `/ui`: login, the pages behind a session, and the static files."""
+def console_router(
+    tokens: tuple[Token, ...], *, session_seconds: float, evidence: LiveEvidence
+) -> Router:
+    """The console under `/ui`: login, the pages behind a session, and the static files;
+    the comparison page shows `evidence` of versions that served."""
     sessions = Sessions(tokens, session_seconds)
     pages = Router(
         path="/",
@@ -270,6 +271,11 @@ def console_router(tokens: tuple[Token, ...], *, session_seconds: float) -> Rout
             steer,
             promote,
             rollback,
+            compare_page,
+            pending_page,
+            pending_live,
+            approve,
+            reject,
             audit_page,
             audit_live,
             logout,
@@ -290,7 +296,10 @@ def console_router(tokens: tuple[Token, ...], *, session_seconds: float) -> Rout
             Router(path="/", route_handlers=[pages, entrance], middleware=[private]),
             static,
         ],
-        dependencies={"sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False)},
+        dependencies={
+            "sessions": Provide(lambda: sessions, use_cache=True, sync_to_thread=False),
+            "evidence": Provide(lambda: evidence, use_cache=True, sync_to_thread=False),
+        },
         exception_handlers=CONSOLE_ERRORS,  # type: ignore[arg-type]
         request_max_body_size=MAX_FORM_BYTES,
         include_in_schema=False,

@@ -180,7 +180,7 @@ async def version_view(
         features=features,
         outputs=outputs,
         history=_history(history) if history and history.evaluations else None,
-        quality=_quality(report.quality) if report and report.quality else None,
+        quality=quality_view(report.quality) if report and report.quality else None,
     )
 
 
@@ -396,7 +396,8 @@ def _alarmed(inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Iterator[tupl
                 yield offset + found, status
 
 
-def _quality(quality: QualityReport) -> QualityView:
+def quality_view(quality: QualityReport) -> QualityView:
+    """A version's quality report in words."""
     if quality.task == "regression":
         realized = (
             f"MAE {words.number(quality.realized_mae)} ± "

@@ -4,12 +4,14 @@ Each builder reads the deployment manager, the drift monitor and the rollout con
 returns frozen Structs that a template renders as they are: numbers already formatted,
 statuses and reasons in words, charts as finished inline SVG (`gateway.ui.charts`). Each
 page's Structs live with its builder (`models_page`, `version_page`, `rollout_page` and its
-`comparison`); this module is where the web layer finds them all.
+`comparison`, `compare_page`, `pending_page`); this module is where the web layer finds them
+all.
 """
 
 from __future__ import annotations
 
 from gateway.ui.charts import Chart
+from gateway.ui.compare_page import CompareView, compare_view
 from gateway.ui.comparison import ComparisonView, OutputComparison, TrafficView
 from gateway.ui.models_page import (
     DriftWord,
@@ -20,6 +22,7 @@ from gateway.ui.models_page import (
     VersionSummary,
     models_view,
 )
+from gateway.ui.pending_page import PendingPanel, PendingView, pending_panel
 from gateway.ui.rollout_page import EvaluationView, GateView, RolloutView, rollout_view
 from gateway.ui.version_page import (
     FeatureView,
@@ -31,6 +34,7 @@ from gateway.ui.version_page import (
 
 __all__ = [
     "Chart",
+    "CompareView",
     "ComparisonView",
     "DriftWord",
     "EvaluationView",
@@ -40,6 +44,8 @@ __all__ = [
     "ModelSummary",
     "ModelsView",
     "OutputComparison",
+    "PendingPanel",
+    "PendingView",
     "QualityView",
     "Role",
     "RolloutSummary",
@@ -47,7 +53,9 @@ __all__ = [
     "TrafficView",
     "VersionSummary",
     "VersionView",
+    "compare_view",
     "models_view",
+    "pending_panel",
     "rollout_view",
     "version_view",
 ]
