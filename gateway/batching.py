@@ -2,14 +2,17 @@
 
 Requests that arrive in the same loop tick (many connections' data arrives in one poll) or
 while a batch runs in a worker thread queue up, and the next batch takes all of them, up to
-`max_batch_size` rows: under load batches grow by themselves, at low load nothing waits. A
-batch is formed by one callback at the end of the tick, not by a task: a lone request pays
-for a future and a callback, and a batch the session runs in place (`OnnxRuntime.runs_inline`)
-runs within that callback, with no task switch at all. `max_queue_delay` optionally holds a
-batch open a little longer to fill it (0, the default, never waits). Rows are independent by
+`max_batch_size` rows: under load batches grow by themselves, at low load nothing waits.
+While requests come alone, each runs at once; a second one within a loop tick switches to
+batching, and a batch of one lone request switches back. A batch is formed by one callback
+at the end of the tick, not by a task, and a batch the session runs in place
+(`OnnxRuntime.runs_inline`) runs within that callback, with no task switch at all.
+`max_queue_delay` optionally holds a batch open a little longer to fill it (0, the default,
+never waits). Rows are independent by
 contract, so batching never changes a result; requests whose non-batch dimensions differ
-never share a batch. A failed batch fails exactly its own requests, with the runtime's
-error; a full queue refuses new requests with 503.
+never share a batch. When a batch fails, its requests run again one by one, so a request
+the model cannot run fails alone, with the runtime's error, and the others in its batch are
+answered; a full queue refuses new requests with 503.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class AdaptiveBatcher:
         self._pending: deque[_Pending] = deque()
         self._flush_due: asyncio.Handle | None = None
         self._in_thread: asyncio.Task[None] | None = None  # the batch a worker thread runs
+        self._alone = max_queue_delay == 0  # no company lately: requests run as they come
+        self._run_this_tick = 0  # requests run alone since the loop tick began
 
     @property
     def depth(self) -> int:
@@ -64,7 +69,19 @@ class AdaptiveBatcher:
     async def predict(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
     ) -> list[np.ndarray]:
-        """Queue the request and wait for its share of a batch's outputs."""
+        """Queue the request and wait for its share of a batch's outputs; or, when
+        requests have come alone lately, run it at once."""
+        if self._alone and not self._pending and self._in_thread is None:
+            # At low load a request runs at once: no future, no wait for the tick's end. A
+            # second request within the same tick is company, and batching resumes.
+            if self._run_this_tick == 0:
+                asyncio.get_running_loop().call_soon(self._tick_ended)
+            self._run_this_tick += 1
+            if self._run_this_tick == 1:
+                if self._observe_queue is not None:
+                    self._observe_queue(0.0)
+                return await self._runtime.predict(inputs, outputs)
+            self._alone = False
         if len(self._pending) >= self._max_queued:
             raise ServiceUnavailableError(
                 f"the batch queue is full ({self._max_queued} requests waiting); retry later"
@@ -96,32 +113,54 @@ class AdaptiveBatcher:
         else:
             self._flush_due = loop.call_soon(self._flush)
 
+    def _tick_ended(self) -> None:
+        self._run_this_tick = 0
+
     def _flush(self) -> None:
         """Run every queued batch the session runs in place; hand the first one it does not
-        to a worker thread, the rest waiting for it."""
+        to a worker thread, the rest waiting for it. A flush of one lone request means
+        requests come alone again."""
         self._flush_due = None
+        flushed = 0
         while self._pending and self._in_thread is None:
             batch = self._live(self._take())
+            flushed += len(batch)
             if not batch:
                 continue
             inputs, outputs = _merged(batch), batch[0].outputs
             if self._runtime.runs_inline(sum(item.rows for item in batch)):
                 try:
                     _settle(batch, self._runtime.run_inline(inputs, outputs))
-                except Exception as exc:  # the runtime's own error goes to each request
-                    _fail(batch, exc)
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _fail(batch, exc)
+                        continue
+                    for item in batch:  # each alone: only the request that fails, fails
+                        try:
+                            _settle([item], self._runtime.run_inline(item.inputs, outputs))
+                        except Exception as alone:  # the runtime's own error, its own
+                            _fail([item], alone)
             else:
                 self._in_thread = asyncio.get_running_loop().create_task(
                     self._run_in_thread(batch, inputs, outputs), name="driftgate-batch"
                 )
+        self._alone = flushed == 1 and not self._pending and self._delay == 0
 
     async def _run_in_thread(
         self, batch: list[_Pending], inputs: dict[str, np.ndarray], outputs: tuple[str, ...]
     ) -> None:
         try:
-            _settle(batch, await self._runtime.predict(inputs, outputs))
-        except Exception as exc:  # the runtime's own error goes to each request
-            _fail(batch, exc)
+            try:
+                _settle(batch, await self._runtime.predict(inputs, outputs))
+            except Exception as exc:
+                if len(batch) == 1:
+                    _fail(batch, exc)
+                    return
+                for item in batch:  # each alone: only the request that fails, fails
+                    try:
+                        _settle([item], await self._runtime.predict(item.inputs, outputs))
+                    except Exception as alone:  # the runtime's own error, its own
+                        _fail([item], alone)
         finally:
             self._in_thread = None
             self._schedule(asyncio.get_running_loop())  # what queued during the run

@@ -24,9 +24,10 @@ MIN_HASH_KEY = 16  # characters: a short key falls to the same dictionary attack
 class Batching(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Dynamic batching of one model's versions (see gateway/batching.py)."""
 
-    max_batch_size: Positive = 1
-    """Rows per ONNX Runtime call; 1 turns batching off. Only for models whose rows are
-    independent (every input and output has a variable leading batch dimension)."""
+    max_batch_size: Positive = 32
+    """Rows per ONNX Runtime call; 1 turns batching off. Only models whose rows are
+    independent (every input and output has a variable leading batch dimension) batch; the
+    others run each request alone whatever this says."""
     max_queue_delay_ms: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     """Extra wait to fill a batch; 0 never waits (a lone request runs at once)."""
     max_queued: Positive = 1024
@@ -96,9 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Threads that run ONNX Runtime sessions, off the event loop."""
     intra_op_threads: Positive = 1
     """ONNX Runtime threads inside one session run."""
-    inline_inference_us: Annotated[float, msgspec.Meta(ge=0.0)] = 50.0
-    """Runs measured shorter than this (in microseconds) run on the event loop instead of a
-    worker thread: the hand-off costs more than they do. 0 sends every run to a thread."""
+    inline_inference_us: Annotated[float, msgspec.Meta(ge=0.0)] = 250.0
+    """Runs predicted shorter than this (in microseconds, from a fit at warm-up) run on the
+    event loop instead of a worker thread: the hand-off and the GIL traffic it brings cost
+    more than the loop gains meanwhile (a batch of 32 rows of a small model measured 1.2 x
+    cheaper per call in place than in a thread). 0 sends every run to a thread."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity of the server."""
     log_format: Literal["text", "json"] = "text"

@@ -79,9 +79,12 @@ async def test_a_failed_batch_fails_only_its_own_requests(
         *(batcher.predict({"index": index}, ["value"]) for index in [*good, bad]),
         return_exceptions=True,
     )
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    assert failed
-    assert all(isinstance(o, ModelRuntimeError) and "indices" in str(o).lower() for o in failed)
+    *answered, failed = outcomes  # the bad request fails alone; its batch is answered
+    assert isinstance(failed, ModelRuntimeError)
+    assert "indices" in str(failed).lower()
+    assert [value.tolist() for (value,) in answered] == [
+        [[10.0, 20.0, 30.0][i % 3]] for i in range(10)
+    ]
     (value,) = await batcher.predict({"index": np.array([2])}, ["value"])  # the next is served
     assert value.tolist() == [30.0]
 
@@ -150,7 +153,7 @@ async def test_the_gateway_batches_a_configured_model(settings: Settings) -> Non
     assert 'driftgate_queue_duration_seconds_count{model="affine",version="2"}' in metrics
 
 
-async def test_requests_of_one_loop_tick_make_one_run_on_the_loop(
+async def test_requests_of_one_loop_tick_share_runs_on_the_loop_and_lone_ones_never_wait(
     artifacts: Path, executor: ThreadPoolExecutor
 ) -> None:
     sizes: list[int] = []
@@ -168,10 +171,19 @@ async def test_requests_of_one_loop_tick_make_one_run_on_the_loop(
     batcher = AdaptiveBatcher(inline, max_batch_size=32)
     rows = np.random.default_rng(2).normal(size=(40, 4)).astype(np.float32)
     results = await asyncio.gather(*(batcher.predict({"x": row[None]}, ["y"]) for row in rows))
-    assert sizes == [32, 8]  # one tick's requests, in runs of at most 32 rows
+    # The first ran at once (requests had come alone); the second in its tick showed company,
+    # and the rest of the tick's requests were run together, at most 32 rows a run.
+    assert sizes == [1, 32, 7]
     (expected,) = inline.run_inline({"x": rows}, ["y"])
     for index, (y,) in enumerate(results):
         np.testing.assert_array_equal(y, expected[index : index + 1])
+
     sizes.clear()
-    await batcher.predict({"x": rows[:1]}, ["y"])  # a lone request runs alone
+    await batcher.predict({"x": rows[:1]}, ["y"])  # alone in its tick: a run of its own
     assert sizes == [1]
+    await asyncio.sleep(0)  # the next tick
+    lone = batcher.predict({"x": rows[:1]}, ["y"])
+    with pytest.raises(StopIteration) as done:  # alone again: it ran without waiting at all
+        lone.send(None)
+    np.testing.assert_array_equal(done.value.value[0], expected[:1])
+    assert sizes == [1, 1]
