@@ -24,10 +24,11 @@ MIN_HASH_KEY = 16  # characters: a short key falls to the same dictionary attack
 class Batching(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Dynamic batching of one model's versions (see gateway/batching.py)."""
 
-    max_batch_size: Positive = 32
-    """Rows per ONNX Runtime call; 1 turns batching off. Only models whose rows are
-    independent (every input and output has a variable leading batch dimension) batch; the
-    others run each request alone whatever this says."""
+    max_batch_size: Positive = 1
+    """Rows per ONNX Runtime call; 1 (the default) turns batching off. Only models whose rows
+    are independent (every input and output has a variable leading batch dimension) batch;
+    the others run each request alone whatever this says. Off by default: on the benchmark's
+    real path it saved nothing measurable (docs/benchmarks.md)."""
     max_queue_delay_ms: Annotated[float, msgspec.Meta(ge=0.0)] = 0.0
     """Extra wait to fill a batch; 0 never waits (a lone request runs at once)."""
     max_queued: Positive = 1024

@@ -57,7 +57,7 @@ def test_structured_settings_come_as_json() -> None:
     )
     assert (settings.sample_rate_of("demo"), settings.sample_rate_of("other")) == (1.0, 0.1)
     assert settings.batching_of("demo").max_batch_size == 16
-    assert settings.batching_of("other").max_batch_size == 32  # batched by default
+    assert settings.batching_of("other").max_batch_size == 1  # off unless configured
 
 
 def test_drift_decisions_per_model(tmp_path: Path) -> None:
