@@ -13,11 +13,11 @@ handlers render `app.openapi_schema`, which they read after it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
 from litestar import Litestar, Request
 from litestar.openapi.spec import OpenAPI
 
@@ -52,7 +52,7 @@ class DocsOnDemand:
             return
         path: str = request.scope["path"]
         if path == self._path or path.startswith(self._path + "/"):
-            await anyio.to_thread.run_sync(self._build, request.app)
+            await asyncio.to_thread(self._build, request.app)
 
     def _build(self, app: Litestar) -> None:
         with self._lock:

@@ -169,6 +169,9 @@ class DriftMonitor:
         self._watches: dict[tuple[str, int], VersionWatch] = {}
         self._queue: asyncio.Queue[Sample] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Set once the kernels are compiled: a first evaluation before then would compile
+        # them on the event loop, which stops serving for as long (seconds, on a cold cache).
+        self._compiled = asyncio.Event()
 
     async def start(self) -> None:
         """Create the queue and start consuming and evaluating (inside the running loop)."""
@@ -339,7 +342,10 @@ class DriftMonitor:
         assert self._queue is not None
         # Compiled (or loaded from numba's cache) here, off the start-up path: requests only
         # queue samples, so the gateway is ready a second sooner and no request waits.
-        await asyncio.to_thread(warm_up)
+        try:
+            await asyncio.to_thread(warm_up)
+        finally:
+            self._compiled.set()
         while True:
             batch = [await self._queue.get()]
             await asyncio.sleep(CONSUME_PAUSE)
@@ -366,6 +372,7 @@ class DriftMonitor:
                 self._queue.task_done()
 
     async def _evaluate_forever(self) -> None:
+        await self._compiled.wait()
         while True:
             await asyncio.sleep(self.config.interval_seconds)
             try:
