@@ -26,6 +26,7 @@ from monitor.panes import PaneStore
 from monitor.retraining import RetrainingTrigger
 from monitor.traffic import Outcomes, TrafficPanes, outcomes
 from monitor.webhooks import WebhookSender, describe_url
+from registry.approvals import APPROVAL
 from registry.deployment import Canary, Deployment, PolicyConflictError
 from registry.rollout import (
     Evaluation,
@@ -205,6 +206,8 @@ class RolloutController:
         )
         reason = "; ".join(f"{r.gate} {r.verdict}: {r.reason}" for r in results)
         changed = await self._manager.change(model, action, CONTROLLER, reason, apply)
+        if _held(changed, action):  # a protected model: the promotion awaits a second admin
+            action = f"{APPROVAL}request"
         if rollout.config.notify:
             await self._notify(rollout.config.notify, model, action, reason, changed)
         logger.info(
@@ -299,3 +302,9 @@ def _deployment_after(current: Deployment, state: RolloutState) -> Deployment:
     return msgspec.structs.replace(
         current, canary=Canary(version=canary.version, weight=weight), rollout=state
     )
+
+
+def _held(deployment: Deployment, action: str) -> bool:
+    """Whether `action` was recorded as a pending change instead of applied."""
+    approval = deployment.approval
+    return approval is not None and approval.status == "pending" and approval.action == action

@@ -19,7 +19,7 @@ from gateway.cli import main
 from gateway.settings import Settings
 from registry import ModelRegistry
 from tests.conftest import ADMIN_TOKEN, TOKENS, running_gateway
-from tests.test_rollouts import FAST, traffic_until
+from tests.test_rollouts import FAST, Receiver, traffic_until, webhook  # noqa: F401 (fixture)
 
 Client = TestClient[Any]
 BOB_TOKEN = "s3cret-bob"
@@ -234,7 +234,9 @@ def test_an_expired_change_is_recorded_once_and_cannot_be_approved(home: Path) -
 
 
 def test_a_rollouts_promotion_waits_and_the_canary_keeps_serving(
-    home: Path, artifacts: Path
+    home: Path,
+    artifacts: Path,
+    webhook: str,  # noqa: F811 (the fixture imported above)
 ) -> None:
     fast = {"sample_rate": 1.0, "drift_pane_seconds": 1.0, "drift_interval_seconds": 0.5}
     with app(home, **fast) as client:
@@ -242,7 +244,8 @@ def test_a_rollouts_promotion_waits_and_the_canary_keeps_serving(
             "affine", artifacts / "affine_v2.onnx", artifacts / "affine.parquet", target="label"
         )
         protect(client)
-        body = {"version": 3, "config": FAST, "reason": "test"}
+        config = {**FAST, "notify": f"{webhook}/decisions"}
+        body = {"version": 3, "config": config, "reason": "test"}
         started = client.post("/admin/models/affine/rollout", headers=ALICE, json=body)
         assert started.status_code == 201, started.text
         state = traffic_until(client, lambda s: s["status"] != "running")
@@ -251,6 +254,9 @@ def test_a_rollouts_promotion_waits_and_the_canary_keeps_serving(
         assert (held["stable"], held["canary"]) == (2, {"version": 3, "weight": 80.0})
         change = held["approval"]
         assert (change["requested_by"], change["action"]) == ("controller", "rollout.promote")
+        decisions = [r["body"]["action"] for r in Receiver.received if r["path"] == "/decisions"]
+        assert decisions[-1] == "approval.request"  # told it waits, not that it was promoted
+        assert "rollout.promote" not in decisions
 
         served = set()
         for key in range(60):  # the canary keeps its weight while the change waits
